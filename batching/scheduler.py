@@ -1,0 +1,306 @@
+"""The dynamic batching scheduler: one long-lived task per model version.
+
+Requests are queued by priority; the loop waits for a free runtime instance, then for the policy
+to say a batch should go, takes the batch and runs it on a worker thread (onnxruntime releases
+the GIL) while it goes on forming the next one for another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from batching import assemble, policy
+from batching.clock import Clock, MonotonicClock, wait_for_event
+from batching.config import BatchingConfig, TimeoutAction
+from batching.observer import BatchObserver, BatchReport, NullObserver
+from batching.queue import RequestQueues
+from batching.request import PendingRequest, group_key_of
+from runtimes.base import Runtime
+from runtimes.errors import (
+    InvalidInputError,
+    ModelExecutionError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    TensorgateError,
+)
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+
+class Scheduler:
+    """Batches requests for one model version over one or more runtime instances."""
+
+    def __init__(
+        self,
+        model_name: str,
+        instances: Sequence[Runtime],
+        config: BatchingConfig,
+        *,
+        clock: Clock | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if not instances:
+            raise ValueError("a scheduler needs at least one runtime instance")
+        self.model_name = model_name
+        self.config = config
+        self._instances = tuple(instances)
+        self._clock = clock or MonotonicClock()
+        self._observer = observer or NullObserver()
+        self._queues = RequestQueues(config)
+        self._wakeup = asyncio.Event()
+        self._free: asyncio.Queue[Runtime] = asyncio.Queue()
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._next_sequence = 0
+        self._ordered_results: dict[int, list[tuple[PendingRequest, Outputs | BaseException]]] = {}
+        self._next_to_release = 0
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=len(self._instances), thread_name_prefix=f"infer-{self.model_name}"
+        )
+        for instance in self._instances:
+            self._free.put_nowait(instance)
+        self._accepting = True
+        self._loop_task = asyncio.create_task(self._run(), name=f"scheduler-{self.model_name}")
+
+    async def stop(self) -> None:
+        """Stop taking requests, run every one already queued, then wait for running batches."""
+        self._accepting = False
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def queued_requests(self) -> int:
+        return self._queues.live_requests
+
+    def queue_depth(self, priority_level: int) -> int:
+        return self._queues.depth(priority_level)
+
+    # requests ----------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        inputs: dict[str, np.ndarray],
+        output_names: Sequence[str],
+        *,
+        priority_level: int = 0,
+        timeout_us: int = 0,
+        deadline_s: float | None = None,
+    ) -> Outputs:
+        """Queue one request and wait for its outputs.
+
+        priority_level 0 means the default level; timeout_us 0 means the queue policy's default.
+        deadline_s is the caller's own deadline on this scheduler's clock (a gRPC deadline).
+        Cancelling the awaiting task drops the request if its batch has not started.
+        """
+        if not self._accepting:
+            raise ShuttingDownError(f"model '{self.model_name}' is shutting down")
+        request = self._make_request(inputs, output_names, priority_level, timeout_us, deadline_s)
+        self._queues.admit(request)
+        request.future.add_done_callback(lambda _: self._queues.discard(request))
+        self._arm_timers(request)
+        self._wakeup.set()
+        return await request.future
+
+    def _make_request(
+        self,
+        inputs: dict[str, np.ndarray],
+        output_names: Sequence[str],
+        priority_level: int,
+        timeout_us: int,
+        deadline_s: float | None,
+    ) -> PendingRequest:
+        config = self.config
+        level = priority_level or config.default_priority_level
+        if not 1 <= level <= config.priority_levels:
+            raise InvalidInputError(
+                f"priority {priority_level} is out of range: model '{self.model_name}' has "
+                f"priority levels 1 to {config.priority_levels}"
+            )
+        rows = next(iter(inputs.values())).shape[0] if config.batches and inputs else 1
+        if config.batches and rows > config.max_batch_size:
+            raise InvalidInputError(
+                f"request has {rows} rows, more than max_batch_size {config.max_batch_size} "
+                f"of model '{self.model_name}'"
+            )
+        now = self._clock.now()
+        queue_policy = config.queue_policy(level)
+        timeout = queue_policy.default_timeout_us
+        if timeout_us and queue_policy.allow_timeout_override:
+            # A request may shorten the policy's timeout, never lengthen it (as in Triton).
+            timeout = min(timeout, timeout_us) if timeout else timeout_us
+        timeout_at = now + timeout / 1e6 if timeout else None
+        reject_at, delay_at = deadline_s, None
+        if timeout_at is not None:
+            if queue_policy.timeout_action is TimeoutAction.DELAY:
+                delay_at = timeout_at
+            else:
+                reject_at = timeout_at if reject_at is None else min(reject_at, timeout_at)
+        return PendingRequest(
+            inputs=inputs,
+            output_names=tuple(output_names),
+            rows=rows,
+            priority_level=level,
+            enqueued_s=now,
+            future=asyncio.get_running_loop().create_future(),
+            group_key=group_key_of(inputs, config.padded_inputs) if config.batches else (),
+            reject_at_s=reject_at,
+            delay_at_s=delay_at,
+        )
+
+    def _arm_timers(self, request: PendingRequest) -> None:
+        timers = []
+        if request.reject_at_s is not None:
+            timers.append(self._clock.call_at(request.reject_at_s, lambda: self._expire(request)))
+        if request.delay_at_s is not None:
+            timers.append(self._clock.call_at(request.delay_at_s, lambda: _mark_delayed(request)))
+        if timers:
+            request.future.add_done_callback(lambda _: [timer.cancel() for timer in timers])
+
+    def _expire(self, request: PendingRequest) -> None:
+        if request.queued and request.live:
+            request.future.set_exception(
+                RequestTimeoutError(
+                    f"request timed out after waiting in the queue of model '{self.model_name}'"
+                )
+            )
+
+    # the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            instance = await self._free.get()
+            batch = await self._next_batch()
+            if batch is None:
+                self._free.put_nowait(instance)
+                return
+            sequence = self._next_sequence
+            self._next_sequence += 1
+            task = asyncio.create_task(self._execute(instance, batch, sequence))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[PendingRequest] | None:
+        """Wait until the policy says a batch should go; None once stopped with nothing queued."""
+        config = self.config
+        while True:
+            self._wakeup.clear()
+            first = self._queues.oldest()
+            if first is None:
+                if not self._accepting:
+                    return None
+                await self._wakeup.wait()
+                continue
+            if not config.batches:
+                return self._queues.take(first, max_rows=first.rows)
+            flush_at = policy.next_flush_s(
+                oldest_enqueued_s=first.enqueued_s,
+                queued_rows=self._queues.live_rows,
+                max_batch_size=config.max_batch_size,
+                preferred_batch_sizes=config.preferred_batch_sizes,
+                max_queue_delay_s=config.max_queue_delay_us / 1e6,
+            )
+            if flush_at <= self._clock.now() or not self._accepting:
+                target = policy.batch_rows_target(
+                    queued_rows=self._queues.live_rows,
+                    max_batch_size=config.max_batch_size,
+                    preferred_batch_sizes=config.preferred_batch_sizes,
+                )
+                return self._queues.take(first, max_rows=max(target, first.rows))
+            await wait_for_event(self._clock, self._wakeup, flush_at)
+
+    async def _execute(self, instance: Runtime, batch: list[PendingRequest], sequence: int) -> None:
+        clock = self._clock
+        started = clock.now()
+        queue_s = tuple(started - request.enqueued_s for request in batch)
+        rows = sum(request.rows for request in batch)
+        assemble_s = infer_s = split_s = 0.0
+        results: list[Outputs | BaseException]
+        try:
+            inputs = assemble.concatenate(batch, self.config.padded_inputs, self.config.pad_value)
+            output_names = _union_in_order(batch)
+            assembled = clock.now()
+            assemble_s = assembled - started
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(
+                self._executor, instance.infer, inputs, output_names
+            )
+            inferred = clock.now()
+            infer_s = inferred - assembled
+            results = list(
+                assemble.split(
+                    outputs,
+                    batch,
+                    model_name=self.model_name,
+                    batch_rows=rows,
+                    padded_inputs=self.config.padded_inputs,
+                    sliced_outputs=self.config.sliced_outputs,
+                )
+                if self.config.batches
+                else [outputs]
+            )
+            split_s = clock.now() - inferred
+        except TensorgateError as error:
+            log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
+            results = [error] * len(batch)
+        except Exception:
+            log.exception("model '%s': batch of %d rows failed", self.model_name, rows)
+            error = ModelExecutionError(f"model '{self.model_name}' failed to run the request")
+            results = [error] * len(batch)
+        finally:
+            self._free.put_nowait(instance)
+        succeeded = not any(isinstance(result, BaseException) for result in results)
+        self._observer.batch_completed(
+            BatchReport(rows, queue_s, assemble_s, infer_s, split_s, succeeded)
+        )
+        self._release(sequence, list(zip(batch, results, strict=True)))
+
+    def _release(
+        self, sequence: int, answers: list[tuple[PendingRequest, Outputs | BaseException]]
+    ) -> None:
+        """Resolve futures; with preserve_ordering, only after every earlier batch's."""
+        if not self.config.preserve_ordering:
+            _resolve(answers)
+            return
+        self._ordered_results[sequence] = answers
+        while self._next_to_release in self._ordered_results:
+            _resolve(self._ordered_results.pop(self._next_to_release))
+            self._next_to_release += 1
+
+
+def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> None:
+    for request, result in answers:
+        if request.future.done():
+            continue
+        if isinstance(result, BaseException):
+            request.future.set_exception(result)
+        else:
+            request.future.set_result(result)
+
+
+def _mark_delayed(request: PendingRequest) -> None:
+    request.delayed = True
+
+
+def _union_in_order(batch: Sequence[PendingRequest]) -> list[str]:
+    names: dict[str, None] = {}
+    for request in batch:
+        names.update(dict.fromkeys(request.output_names))
+    return list(names)

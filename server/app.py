@@ -1,0 +1,89 @@
+"""The composition root: settings -> repository -> registry -> schedulers -> servicer -> grpc.aio.
+
+start() loads every model, then binds and starts serving; stop() turns health NOT_SERVING,
+stops accepting, lets in-flight calls finish within the grace period, then unloads the models.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from server import repository
+from server._proto import grpc_service_pb2 as pb
+from server._proto import grpc_service_pb2_grpc as pb_grpc
+from server.loader import LoadOptions
+from server.manager import ModelManager
+from server.registry import ModelRegistry
+from server.servicer import InferenceServicer, ServerState
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class TensorgateServer:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry()
+        self.state = ServerState()
+        self.health = HealthServicer()
+        self.models = ModelManager(
+            self.registry,
+            self.health,
+            LoadOptions(default_max_batch_size=settings.default_max_batch_size),
+        )
+        self._server: grpc.aio.Server | None = None
+        self.port: int = 0
+
+    async def start(self) -> None:
+        settings = self.settings
+        log.info("model repository: %s", settings.model_repository)
+        for source in repository.discover(settings.model_repository).values():
+            await self.models.load(source)
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.registry, self.state), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                INFERENCE_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        self.port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        self.state.accepting = True
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        grace_s = self.settings.grace_period_s if grace_s is None else grace_s
+        log.info("shutting down (grace period %.1fs)", grace_s)
+        self.state.accepting = False
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        await self.models.unload_all()
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

@@ -1,0 +1,131 @@
+"""The `tensorgate` command. argv and the environment are read here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from server import __version__
+from server.settings import ServerSettings
+
+log = logging.getLogger("tensorgate")
+
+ENV_PREFIX = "TENSORGATE_"
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    field: str
+    type: Callable[[str], object]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag.lstrip("-").replace("-", "_").upper()
+
+
+_SERVE_OPTIONS = (
+    _Option(
+        "--model-repository",
+        "model_repository",
+        Path,
+        "directory of models in Triton's layout (<model>/[config.pbtxt], <model>/<version>/"
+        "model.onnx); default: the bundled example models",
+    ),
+    _Option("--grpc-host", "grpc_host", str, "address to listen on"),
+    _Option("--grpc-port", "grpc_port", int, "port to listen on (0 picks a free one)"),
+    _Option(
+        "--max-message-bytes", "max_message_bytes", int, "largest gRPC message accepted or sent"
+    ),
+    _Option(
+        "--default-max-batch-size",
+        "default_max_batch_size",
+        int,
+        "max_batch_size given to models whose config is completed from the graph",
+    ),
+    _Option(
+        "--grace-period-secs",
+        "grace_period_s",
+        float,
+        "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
+    ),
+    _Option("--log-level", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tensorgate",
+        description="A gRPC model server for ONNX models, compatible with Triton's clients "
+        "(KServe v2 / Open Inference Protocol).",
+    )
+    parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model repository over gRPC",
+        description="Serve a model repository over gRPC. Every option can also be set by the "
+        "environment variable shown in its help; a flag wins over the variable.",
+    )
+    defaults = ServerSettings()
+    for option in _SERVE_OPTIONS:
+        default = getattr(defaults, option.field)
+        serve.add_argument(
+            option.flag,
+            dest=option.field,
+            type=option.type,
+            default=None,
+            metavar=option.field.split("_")[-1].upper(),
+            help=f"{option.help} [env {option.env}; default {default}]",
+        )
+    return parser
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSettings:
+    """Flags first, then TENSORGATE_* variables, then the defaults."""
+    values: dict[str, object] = {}
+    for option in _SERVE_OPTIONS:
+        value = getattr(args, option.field)
+        if value is None and option.env in environ:
+            try:
+                value = option.type(environ[option.env])
+            except ValueError as exc:
+                raise SystemExit(
+                    f"tensorgate: invalid {option.env}={environ[option.env]}: {exc}"
+                ) from None
+        if value is not None:
+            values[option.field] = value
+    return dataclasses.replace(ServerSettings(), **values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args, dict(os.environ))
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: ServerSettings) -> None:
+    from server.app import TensorgateServer  # imported late: grpc and onnxruntime are heavy
+
+    server = TensorgateServer(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await server.start()
+    await stop_requested.wait()
+    await server.stop()

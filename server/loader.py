@@ -1,0 +1,106 @@
+"""Turn a ModelSource on disk into running ServedModel versions.
+
+Session creation blocks for a while, so runtime instances are built on a worker thread; the
+scheduler is started on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from batching.scheduler import Scheduler
+from runtimes.errors import ModelLoadError
+from runtimes.onnx import OnnxRuntime
+from server import model_config
+from server._proto import model_config_pb2 as mc
+from server.model import ServedModel
+from server.repository import ModelSource
+from server.stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Server-wide defaults that apply when a model's config leaves them out."""
+
+    default_max_batch_size: int = 32
+
+
+def read_given_config(source: ModelSource) -> mc.ModelConfig | None:
+    return model_config.read_config_file(source.config_path) if source.config_path else None
+
+
+def select_versions(given: mc.ModelConfig | None, available: list[int]) -> list[int]:
+    """Versions to serve under the config's version policy (default: the latest one)."""
+    available = sorted(available)
+    if given is None or not given.HasField("version_policy"):
+        return available[-1:]
+    policy = given.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return available
+    if choice == "specific":
+        return [v for v in available if v in set(policy.specific.versions)]
+    return available[-max(1, policy.latest.num_versions) :]
+
+
+async def load_version(
+    source: ModelSource, version: int, given: mc.ModelConfig | None, options: LoadOptions
+) -> ServedModel:
+    """Load one version: runtimes on a thread, then a started scheduler. Raises ModelLoadError."""
+    config, instances = await asyncio.to_thread(_build_instances, source, version, given, options)
+    stats = ModelStats()
+    scheduler = Scheduler(
+        source.name, instances, model_config.batching_config_of(config), observer=stats
+    )
+    await scheduler.start()
+    model = ServedModel(
+        name=source.name,
+        version=version,
+        config=config,
+        signature=model_config.signature_of(config),
+        instances=tuple(instances),
+        scheduler=scheduler,
+        stats=stats,
+    )
+    log.info(
+        "loaded model '%s' version %d on %s: %d instance(s), max_batch_size %d%s",
+        source.name,
+        version,
+        model.device,
+        len(instances),
+        config.max_batch_size,
+        f", dynamic batching (max delay {config.dynamic_batching.max_queue_delay_microseconds}us)"
+        if config.HasField("dynamic_batching")
+        else "",
+    )
+    return model
+
+
+def _build_instances(
+    source: ModelSource, version: int, given: mc.ModelConfig | None, options: LoadOptions
+) -> tuple[mc.ModelConfig, list[OnnxRuntime]]:
+    filename = (
+        given.default_model_filename if given else ""
+    ) or model_config.DEFAULT_MODEL_FILENAME
+    model_path = source.version_paths[version] / filename
+    if not model_path.is_file():
+        raise ModelLoadError(f"model '{source.name}' version {version} has no file {filename}")
+    runtime_options = model_config.runtime_options_of(given or mc.ModelConfig())
+    first = OnnxRuntime(model_path, runtime_options)
+    config = model_config.complete_config(
+        given, source.name, first.metadata(), default_max_batch_size=options.default_max_batch_size
+    )
+    unsupported = model_config.unsupported_fields(config)
+    if unsupported:
+        log.warning(
+            "model '%s': config settings not supported yet, ignored: %s",
+            source.name,
+            ", ".join(unsupported),
+        )
+    count = model_config.instance_count_of(config)
+    instances = [first] + [OnnxRuntime(model_path, runtime_options) for _ in range(count - 1)]
+    return config, instances

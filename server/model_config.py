@@ -1,0 +1,292 @@
+"""Model configuration: parse config.pbtxt, complete it from the ONNX graph, derive typed settings.
+
+config.pbtxt is parsed by protobuf's own text_format into our Triton-compatible ModelConfig, so
+any Triton config for an onnxruntime model parses; fields tensorgate does not act on are listed
+by `unsupported_fields` and logged once per load, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
+from runtimes import datatypes
+from runtimes.base import RuntimeMetadata, TensorSpec
+from runtimes.errors import ModelLoadError
+from runtimes.onnx import OnnxRuntimeOptions
+from server._proto import model_config_pb2 as mc
+
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+DEFAULT_MODEL_FILENAME = "model.onnx"
+
+# Model parameters tensorgate reads (string values, as in Triton's `parameters` map).
+INTRA_OP_THREADS = "intra_op_thread_count"  # same name as Triton's onnxruntime backend
+INTER_OP_THREADS = "inter_op_thread_count"
+PAD_INPUTS = "pad_inputs"  # comma-separated inputs whose non-batch dims may vary per request
+SLICE_OUTPUTS = "slice_outputs"  # comma-separated outputs cut back to each request's lengths
+PAD_VALUE = "pad_value"
+LATENCY_TARGET_P99_US = "latency_target_p99_us"
+MAX_QUEUED_REQUESTS = "max_queued_requests"
+KNOWN_PARAMETERS = frozenset(
+    {
+        INTRA_OP_THREADS,
+        INTER_OP_THREADS,
+        PAD_INPUTS,
+        SLICE_OUTPUTS,
+        PAD_VALUE,
+        LATENCY_TARGET_P99_US,
+        MAX_QUEUED_REQUESTS,
+    }
+)
+
+# Top-level ModelConfig fields tensorgate does not act on yet.
+_UNSUPPORTED_TOP_LEVEL = (
+    "batch_input",
+    "batch_output",
+    "optimization",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "model_warmup",
+    "model_operations",
+    "model_transaction_policy",
+    "model_repository_agents",
+    "response_cache",
+    "cc_model_filenames",
+    "metric_tags",
+    "model_metrics",
+    "runtime",
+)
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """The tensors a model version accepts and returns; shapes exclude the batch dimension."""
+
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def full_shape(self, spec: TensorSpec) -> tuple[int, ...]:
+        """The shape as clients see it in metadata: with the batch dimension (-1) if batching."""
+        return (-1, *spec.shape) if self.max_batch_size > 0 else spec.shape
+
+
+def read_config_file(path: Path) -> mc.ModelConfig:
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(
+            f"{path.parent.name}/config.pbtxt is not a valid model config: {exc}"
+        ) from exc
+
+
+def complete_config(
+    given: mc.ModelConfig | None,
+    model_name: str,
+    graph: RuntimeMetadata,
+    *,
+    default_max_batch_size: int,
+) -> mc.ModelConfig:
+    """Fill what the config leaves out from the graph and check the rest agrees with it."""
+    config = mc.ModelConfig()
+    if given is not None:
+        config.CopyFrom(given)
+    if config.name and config.name != model_name:
+        raise ModelLoadError(
+            f"config.pbtxt names the model '{config.name}' but its directory is '{model_name}'"
+        )
+    config.name = model_name
+    if config.platform not in ("", PLATFORM) or config.backend not in ("", BACKEND):
+        raise ModelLoadError(
+            f"model '{model_name}' asks for platform '{config.platform}' / backend "
+            f"'{config.backend}'; tensorgate serves '{PLATFORM}' (backend '{BACKEND}')"
+        )
+    config.platform, config.backend = PLATFORM, BACKEND
+    auto_completed = not config.input and not config.output
+    if auto_completed and config.max_batch_size == 0 and graph.supports_batching:
+        config.max_batch_size = default_max_batch_size
+        config.dynamic_batching.SetInParent()
+    if config.max_batch_size > 0 and not graph.supports_batching:
+        raise ModelLoadError(
+            f"model '{model_name}' sets max_batch_size {config.max_batch_size}, but not every "
+            "input and output of its graph has a variable first dimension"
+        )
+    batch_dims = 1 if config.max_batch_size > 0 else 0
+    _complete_tensors(config.input, graph.inputs, batch_dims, "input", model_name)
+    _complete_tensors(config.output, graph.outputs, batch_dims, "output", model_name)
+    if not config.HasField("version_policy"):
+        config.version_policy.latest.num_versions = 1
+    if not config.instance_group:
+        config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    for group in config.instance_group:
+        if group.count == 0:
+            group.count = 1
+        if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+    if not config.default_model_filename:
+        config.default_model_filename = DEFAULT_MODEL_FILENAME
+    return config
+
+
+def _complete_tensors(
+    configured: object,
+    graph_specs: tuple[TensorSpec, ...],
+    batch_dims: int,
+    role: str,
+    model_name: str,
+) -> None:
+    by_name = {spec.name: spec for spec in graph_specs}
+    if not configured:
+        for spec in graph_specs:
+            configured.add(
+                name=spec.name,
+                data_type=mc.DataType.Value(datatypes.BY_NAME[spec.datatype].config),
+                dims=spec.shape[batch_dims:],
+            )
+        return
+    for tensor in configured:
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            raise ModelLoadError(
+                f"model '{model_name}': config lists {role} '{tensor.name}', which the graph "
+                f"does not have (it has {sorted(by_name)})"
+            )
+        config_type = mc.DataType.Name(tensor.data_type)
+        if datatypes.BY_CONFIG.get(config_type) is not datatypes.BY_NAME[spec.datatype]:
+            raise ModelLoadError(
+                f"model '{model_name}': config says {role} '{tensor.name}' is {config_type}, "
+                f"but the graph has {spec.datatype}"
+            )
+        graph_dims = spec.shape[batch_dims:]
+        if len(tensor.dims) != len(graph_dims) or any(
+            c != g and -1 not in (c, g) for c, g in zip(tensor.dims, graph_dims, strict=False)
+        ):
+            raise ModelLoadError(
+                f"model '{model_name}': config dims {list(tensor.dims)} of {role} "
+                f"'{tensor.name}' do not match the graph's {list(graph_dims)}"
+                + (" (dims exclude the batch dimension)" if batch_dims else "")
+            )
+    if role == "input":
+        missing = sorted(set(by_name) - {tensor.name for tensor in configured})
+        if missing:
+            raise ModelLoadError(
+                f"model '{model_name}': config does not list graph input(s) {missing}"
+            )
+
+
+def unsupported_fields(config: mc.ModelConfig) -> list[str]:
+    """Settings in `config` that tensorgate parses but does not act on (yet)."""
+    found = [name for name in _UNSUPPORTED_TOP_LEVEL if _is_set(config, name)]
+    for tensor in (*config.input, *config.output):
+        for field in ("reshape", "is_shape_tensor", "format", "allow_ragged_batch", "optional"):
+            if field in tensor.DESCRIPTOR.fields_by_name and _is_set(tensor, field):
+                found.append(f"{tensor.name}.{field}")
+    for group in config.instance_group:
+        if group.kind != mc.ModelInstanceGroup.KIND_CPU or group.gpus:
+            found.append(f"instance_group kind {mc.ModelInstanceGroup.Kind.Name(group.kind)}")
+        if group.HasField("rate_limiter"):
+            found.append("instance_group.rate_limiter")
+    found.extend(
+        f"parameters.{key}" for key in sorted(config.parameters) if key not in KNOWN_PARAMETERS
+    )
+    return found
+
+
+def _is_set(message: object, field: str) -> bool:
+    descriptor = message.DESCRIPTOR.fields_by_name[field]
+    if descriptor.label == descriptor.LABEL_REPEATED:
+        return len(getattr(message, field)) > 0
+    if descriptor.message_type is not None:
+        return message.HasField(field)
+    return bool(getattr(message, field))
+
+
+def signature_of(config: mc.ModelConfig) -> ModelSignature:
+    def specs(tensors: object) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(
+                t.name, datatypes.BY_CONFIG[mc.DataType.Name(t.data_type)].name, tuple(t.dims)
+            )
+            for t in tensors
+        )
+
+    return ModelSignature(config.max_batch_size, specs(config.input), specs(config.output))
+
+
+def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
+    dynamic = config.dynamic_batching
+    levels = max(1, dynamic.priority_levels)
+    default_level = dynamic.default_priority_level or (levels + 1) // 2
+    if not 1 <= default_level <= levels:
+        raise ModelLoadError(
+            f"model '{config.name}': default_priority_level {default_level} is outside "
+            f"priority levels 1..{levels}"
+        )
+    padded = _name_list(config, PAD_INPUTS, {t.name for t in config.input}, "input")
+    sliced = _name_list(config, SLICE_OUTPUTS, {t.name for t in config.output}, "output")
+    return BatchingConfig(
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_us=dynamic.max_queue_delay_microseconds,
+        preferred_batch_sizes=tuple(sorted(dynamic.preferred_batch_size)),
+        preserve_ordering=dynamic.preserve_ordering,
+        priority_levels=levels,
+        default_priority_level=default_level,
+        default_queue_policy=_queue_policy(dynamic.default_queue_policy),
+        priority_queue_policies={
+            int(level): _queue_policy(policy)
+            for level, policy in dynamic.priority_queue_policy.items()
+        },
+        padded_inputs=padded,
+        pad_value=_int_parameter(config, PAD_VALUE, 0),
+        sliced_outputs=sliced,
+        max_queued_requests=_int_parameter(config, MAX_QUEUED_REQUESTS, 10_000),
+        latency_target_p99_us=_int_parameter(config, LATENCY_TARGET_P99_US, 0),
+    )
+
+
+def _queue_policy(policy: mc.ModelQueuePolicy) -> QueuePolicy:
+    return QueuePolicy(
+        max_queue_size=policy.max_queue_size,
+        default_timeout_us=policy.default_timeout_microseconds,
+        allow_timeout_override=policy.allow_timeout_override,
+        timeout_action=TimeoutAction[mc.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action)],
+    )
+
+
+def runtime_options_of(config: mc.ModelConfig) -> OnnxRuntimeOptions:
+    return OnnxRuntimeOptions(
+        intra_op_threads=_int_parameter(config, INTRA_OP_THREADS, 0),
+        inter_op_threads=_int_parameter(config, INTER_OP_THREADS, 0),
+    )
+
+
+def instance_count_of(config: mc.ModelConfig) -> int:
+    return sum(max(1, group.count) for group in config.instance_group) or 1
+
+
+def _int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
+    if key not in config.parameters:
+        return default
+    text = config.parameters[key].string_value
+    try:
+        return int(text)
+    except ValueError:
+        raise ModelLoadError(
+            f"model '{config.name}': parameter {key} must be an integer, got '{text}'"
+        ) from None
+
+
+def _name_list(config: mc.ModelConfig, key: str, known: set[str], role: str) -> frozenset[str]:
+    if key not in config.parameters:
+        return frozenset()
+    names = frozenset(n.strip() for n in config.parameters[key].string_value.split(",") if n)
+    unknown = sorted(names - known)
+    if unknown:
+        raise ModelLoadError(
+            f"model '{config.name}': parameter {key} names unknown {role}s {unknown}"
+        )
+    return names

@@ -1,0 +1,54 @@
+"""Discovery of models on disk in Triton's layout; reads directories, loads nothing.
+
+<repository>/<model>/[config.pbtxt]
+<repository>/<model>/<version>/<model file, model.onnx by default>
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILENAME = "config.pbtxt"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model directory: its optional config file and its numbered version directories."""
+
+    name: str
+    path: Path
+    config_path: Path | None
+    version_paths: dict[int, Path]
+
+
+def discover(repository: Path) -> dict[str, ModelSource]:
+    """Every model directory under `repository`, by name. Hidden entries are ignored."""
+    if not repository.is_dir():
+        raise FileNotFoundError(f"model repository {repository} is not a directory")
+    sources = {}
+    for entry in sorted(repository.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            sources[entry.name] = read_model_dir(entry)
+    return sources
+
+
+def read_model_dir(path: Path) -> ModelSource:
+    config_path = path / CONFIG_FILENAME
+    versions = {}
+    for entry in path.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
+            versions[int(entry.name)] = entry
+        elif entry.is_dir() and not entry.name.startswith("."):
+            log.warning(
+                "model '%s': ignoring directory '%s' (not a version)", path.name, entry.name
+            )
+    return ModelSource(
+        name=path.name,
+        path=path,
+        config_path=config_path if config_path.is_file() else None,
+        version_paths=dict(sorted(versions.items())),
+    )

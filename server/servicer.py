@@ -1,0 +1,212 @@
+"""The GRPCInferenceService servicer: thin by design.
+
+Each RPC converts protobuf to domain objects, calls one core function and converts back; errors
+leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENTED saying so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from runtimes.errors import (
+    ModelNotFoundError,
+    ShuttingDownError,
+    TensorgateError,
+    UnsupportedError,
+)
+from server import __version__, codec, status
+from server._proto import grpc_service_pb2 as pb
+from server._proto import grpc_service_pb2_grpc as pb_grpc
+from server.model import ServedModel
+from server.registry import ModelRegistry
+from server.stats import Duration, ModelStats
+
+SERVER_NAME = "tensorgate"
+# Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).
+EXTENSIONS = ("model_configuration", "statistics", "schedule_policy")
+
+
+class ServerState:
+    """Whether the server takes new work; flipped once, at shutdown."""
+
+    def __init__(self) -> None:
+        self.accepting = False
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, registry: ModelRegistry, state: ServerState) -> None:
+        self._registry = registry
+        self._state = state
+
+    # health and metadata -----------------------------------------------------------------------
+
+    @status.unary
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: object):
+        return pb.ServerLiveResponse(live=True)
+
+    @status.unary
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: object):
+        ready = self._state.accepting and all(
+            self._registry.is_ready(name) for name in self._registry.names()
+        )
+        return pb.ServerReadyResponse(ready=ready)
+
+    @status.unary
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: object):
+        try:
+            self._registry.resolve(request.name, request.version)
+        except TensorgateError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @status.unary
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object):
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
+        )
+
+    @status.unary
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object):
+        model = self._registry.resolve(request.name, request.version)
+        signature = model.signature
+
+        def tensors(specs: object) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+            return [
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=spec.name, datatype=spec.datatype, shape=signature.full_shape(spec)
+                )
+                for spec in specs
+            ]
+
+        versions = [str(v) for v, e in self._registry.entries(model.name).items() if e.model]
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=versions,
+            platform=model.config.platform,
+            inputs=tensors(signature.inputs),
+            outputs=tensors(signature.outputs),
+        )
+
+    @status.unary
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: object):
+        model = self._registry.resolve(request.name, request.version)
+        return pb.ModelConfigResponse(config=model.config)
+
+    @status.unary
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: object):
+        if request.name:
+            if request.version:
+                models = [self._registry.resolve(request.name, request.version)]
+            else:
+                self._registry.resolve(request.name)
+                models = [m for m in self._registry.ready_models() if m.name == request.name]
+        elif request.version:
+            raise ModelNotFoundError("a version needs a model name in ModelStatistics")
+        else:
+            models = list(self._registry.ready_models())
+        return pb.ModelStatisticsResponse(model_stats=[_statistics(m) for m in models])
+
+    # inference ---------------------------------------------------------------------------------
+
+    @status.unary
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
+        if not self._state.accepting:
+            raise ShuttingDownError("server is shutting down")
+        model = self._registry.resolve(request.model_name, request.model_version)
+        inference = codec.decode_infer_request(request)
+        remaining_s = context.time_remaining()
+        deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
+        outputs = await model.infer(inference, deadline_s)
+        return codec.encode_infer_response(model.name, str(model.version), request.id, outputs)
+
+    @status.streaming
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        raise UnsupportedError("ModelStreamInfer is not supported yet; use ModelInfer")
+        yield  # pragma: no cover - makes this an async generator
+
+    # extensions not implemented yet --------------------------------------------------------------
+
+    @status.unary
+    async def RepositoryIndex(self, request: object, context: object):
+        raise UnsupportedError("model repository control (RepositoryIndex) is not supported yet")
+
+    @status.unary
+    async def RepositoryModelLoad(self, request: object, context: object):
+        raise UnsupportedError(
+            "model repository control (RepositoryModelLoad) is not supported yet"
+        )
+
+    @status.unary
+    async def RepositoryModelUnload(self, request: object, context: object):
+        raise UnsupportedError(
+            "model repository control (RepositoryModelUnload) is not supported yet"
+        )
+
+    @status.unary
+    async def SystemSharedMemoryStatus(self, request: object, context: object):
+        raise UnsupportedError("system shared memory is not supported yet")
+
+    @status.unary
+    async def SystemSharedMemoryRegister(self, request: object, context: object):
+        raise UnsupportedError("system shared memory is not supported yet")
+
+    @status.unary
+    async def SystemSharedMemoryUnregister(self, request: object, context: object):
+        raise UnsupportedError("system shared memory is not supported yet")
+
+    @status.unary
+    async def CudaSharedMemoryStatus(self, request: object, context: object):
+        raise UnsupportedError("CUDA shared memory is not supported")
+
+    @status.unary
+    async def CudaSharedMemoryRegister(self, request: object, context: object):
+        raise UnsupportedError("CUDA shared memory is not supported")
+
+    @status.unary
+    async def CudaSharedMemoryUnregister(self, request: object, context: object):
+        raise UnsupportedError("CUDA shared memory is not supported")
+
+    @status.unary
+    async def TraceSetting(self, request: object, context: object):
+        raise UnsupportedError("trace settings are not supported yet")
+
+    @status.unary
+    async def LogSettings(self, request: object, context: object):
+        raise UnsupportedError("log settings are not supported yet")
+
+
+def _statistics(model: ServedModel) -> pb.ModelStatistics:
+    stats: ModelStats = model.stats
+
+    def duration(value: Duration) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+    return pb.ModelStatistics(
+        name=model.name,
+        version=str(model.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=duration(stats.queue),
+            compute_input=duration(stats.compute_input),
+            compute_infer=duration(stats.compute_infer),
+            compute_output=duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=duration(per_size.compute_input),
+                compute_infer=duration(per_size.compute_infer),
+                compute_output=duration(per_size.compute_output),
+            )
+            for size, per_size in sorted(stats.batch_stats.items())
+        ],
+    )

@@ -1,0 +1,75 @@
+"""Errors to gRPC status, in one place.
+
+A TensorgateError becomes its kind's status with its own (client-safe) message. Anything else is
+a bug: it is logged with its traceback and answered INTERNAL with a generic message, so nothing
+internal leaks to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from runtimes.errors import TensorgateError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal server error; the server log has the details"
+
+T = TypeVar("T")
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, TensorgateError):
+        return grpc.StatusCode[error.kind.name], str(error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def _log_unexpected(method: str, error: BaseException) -> None:
+    if not isinstance(error, TensorgateError):
+        log.error("unexpected error in %s", method, exc_info=error)
+
+
+def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Wrap a unary RPC method so every exception leaves as a precise status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            _log_unexpected(method.__name__, error)
+            code, message = status_of(error)
+            await context.abort(code, message)
+            raise  # abort() raises; this line only satisfies type checkers
+
+    return wrapper
+
+
+def streaming(
+    method: Callable[..., AsyncIterator[T]],
+) -> Callable[..., AsyncIterator[T]]:
+    """Wrap a response-streaming RPC method the same way."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[T]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:
+            _log_unexpected(method.__name__, error)
+            code, message = status_of(error)
+            await context.abort(code, message)
+
+    return wrapper
