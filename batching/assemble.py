@@ -55,6 +55,11 @@ def split(
     Outputs named in `sliced_outputs` are cut back, dimension by dimension, to the request's own
     lengths of its first padded input.
     """
+    missing = {name for request in requests for name in request.output_names} - outputs.keys()
+    if missing:
+        raise ModelExecutionError(
+            f"model '{model_name}' did not return output(s) {sorted(missing)}"
+        )
     for name, value in outputs.items():
         if value.ndim == 0 or value.shape[0] != batch_rows:
             shape = "a scalar" if value.ndim == 0 else f"{value.shape[0]} rows"
@@ -71,7 +76,8 @@ def split(
         for name in request.output_names:
             value = outputs[name][start:stop]
             if own_lengths and name in sliced_outputs:
-                value = value[(slice(None), *(slice(0, n) for n in own_lengths))]
+                lengths = own_lengths[: value.ndim - 1]
+                value = value[(slice(None), *(slice(0, n) for n in lengths))]
             result[name] = value
         results.append(result)
         start = stop

@@ -20,10 +20,12 @@ from batching.config import BatchingConfig, TimeoutAction
 from batching.observer import BatchObserver, BatchReport, NullObserver
 from batching.queue import RequestQueues
 from batching.request import PendingRequest, group_key_of
+from batching.slo import LatencyController
 from runtimes.base import Runtime
 from runtimes.errors import (
     InvalidInputError,
     ModelExecutionError,
+    QueueFullError,
     RequestTimeoutError,
     ShuttingDownError,
     TensorgateError,
@@ -63,6 +65,13 @@ class Scheduler:
         self._next_sequence = 0
         self._ordered_results: dict[int, list[tuple[PendingRequest, Outputs | BaseException]]] = {}
         self._next_to_release = 0
+        self._slo = (
+            LatencyController(
+                config.latency_target_p99_us / 1e6, config.max_batch_size, len(self._instances)
+            )
+            if config.latency_target_p99_us and config.batches
+            else None
+        )
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -113,6 +122,12 @@ class Scheduler:
         if not self._accepting:
             raise ShuttingDownError(f"model '{self.model_name}' is shutting down")
         request = self._make_request(inputs, output_names, priority_level, timeout_us, deadline_s)
+        if self._slo is not None and self._slo.would_miss(self._queues.live_rows, request.rows):
+            raise QueueFullError(
+                f"model '{self.model_name}' cannot answer within its latency target of "
+                f"{self.config.latency_target_p99_us}us with the requests already queued; "
+                "retry later"
+            )
         self._queues.admit(request)
         request.future.add_done_callback(lambda _: self._queues.discard(request))
         self._arm_timers(request)
@@ -170,7 +185,8 @@ class Scheduler:
         if request.reject_at_s is not None:
             timers.append(self._clock.call_at(request.reject_at_s, lambda: self._expire(request)))
         if request.delay_at_s is not None:
-            timers.append(self._clock.call_at(request.delay_at_s, lambda: _mark_delayed(request)))
+            delay_at = request.delay_at_s
+            timers.append(self._clock.call_at(delay_at, lambda: self._queues.delay(request)))
         if timers:
             request.future.add_done_callback(lambda _: [timer.cancel() for timer in timers])
 
@@ -210,25 +226,56 @@ class Scheduler:
                 continue
             if not config.batches:
                 return self._queues.take(first, max_rows=first.rows)
+            max_batch_size, max_queue_delay_s = self._limits()
             flush_at = policy.next_flush_s(
                 oldest_enqueued_s=first.enqueued_s,
                 queued_rows=self._queues.live_rows,
-                max_batch_size=config.max_batch_size,
+                max_batch_size=max_batch_size,
                 preferred_batch_sizes=config.preferred_batch_sizes,
-                max_queue_delay_s=config.max_queue_delay_us / 1e6,
+                max_queue_delay_s=max_queue_delay_s,
             )
             if flush_at <= self._clock.now() or not self._accepting:
                 target = policy.batch_rows_target(
                     queued_rows=self._queues.live_rows,
-                    max_batch_size=config.max_batch_size,
+                    max_batch_size=max_batch_size,
                     preferred_batch_sizes=config.preferred_batch_sizes,
                 )
                 return self._queues.take(first, max_rows=max(target, first.rows))
             await wait_for_event(self._clock, self._wakeup, flush_at)
 
+    def _limits(self) -> tuple[int, float]:
+        """Batch size and queue delay in force: the config's, or the SLO controller's."""
+        if self._slo is not None:
+            return self._slo.batch_limit, self._slo.max_queue_delay_s()
+        return self.config.max_batch_size, self.config.max_queue_delay_us / 1e6
+
+    def _still_wanted(self, batch: list[PendingRequest], now_s: float) -> list[PendingRequest]:
+        """Drop requests cancelled since they were taken; in SLO mode, answer those that
+        already missed the target instead of running them."""
+        batch = [request for request in batch if request.live]
+        if self._slo is None:
+            return batch
+        keep = []
+        for request in batch:
+            if now_s - request.enqueued_s > self._slo.target_s:
+                request.future.set_exception(
+                    QueueFullError(
+                        f"model '{self.model_name}' shed the request: it waited past the "
+                        f"latency target of {self.config.latency_target_p99_us}us"
+                    )
+                )
+            else:
+                keep.append(request)
+        return keep
+
     async def _execute(self, instance: Runtime, batch: list[PendingRequest], sequence: int) -> None:
         clock = self._clock
         started = clock.now()
+        batch = self._still_wanted(batch, started)
+        if not batch:
+            self._free.put_nowait(instance)
+            self._release(sequence, [])
+            return
         queue_s = tuple(started - request.enqueued_s for request in batch)
         rows = sum(request.rows for request in batch)
         assemble_s = infer_s = split_s = 0.0
@@ -267,6 +314,8 @@ class Scheduler:
         finally:
             self._free.put_nowait(instance)
         succeeded = not any(isinstance(result, BaseException) for result in results)
+        if self._slo is not None and succeeded:
+            self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
         self._observer.batch_completed(
             BatchReport(rows, queue_s, assemble_s, infer_s, split_s, succeeded)
         )
@@ -293,10 +342,6 @@ def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> N
             request.future.set_exception(result)
         else:
             request.future.set_result(result)
-
-
-def _mark_delayed(request: PendingRequest) -> None:
-    request.delayed = True
 
 
 def _union_in_order(batch: Sequence[PendingRequest]) -> list[str]:

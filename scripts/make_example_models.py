@@ -281,8 +281,8 @@ output [
   }}
 ]
 dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-  preferred_batch_size: [ 8, 16 ]
+  max_queue_delay_microseconds: 500
+  preferred_batch_size: [ 4, 8 ]
 }}
 instance_group [
   {{
@@ -317,6 +317,14 @@ output [
 dynamic_batching {{
   max_queue_delay_microseconds: 1000
 }}
+# Requests of different sequence lengths share a batch: padded with 0 (attention_mask 0 marks
+# padding, which the model ignores) to the longest sequence in the batch.
+parameters [
+  {{
+    key: "pad_inputs"
+    value: {{ string_value: "input_ids,attention_mask" }}
+  }}
+]
 """
 
 MODELS: dict[str, tuple[Callable[[int], onnx.ModelProto], str | None]] = {

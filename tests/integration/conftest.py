@@ -16,9 +16,9 @@ if "server._proto.grpc_service_pb2" in sys.modules:
         "separately)"
     )
 
-import tritonclient.grpc as triton  # noqa: E402
+import tritonclient.grpc as triton
 
-from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.server_process import ServerProcess
 
 
 def wait_until_ready(url: str, timeout_s: float = 30.0) -> None:
