@@ -32,6 +32,8 @@ class BatchingConfig:
     """
 
     max_batch_size: int = 0
+    # False (no dynamic_batching in the config): each request runs as its own batch.
+    dynamic_batching: bool = True
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
     preserve_ordering: bool = False
@@ -56,3 +58,7 @@ class BatchingConfig:
     @property
     def batches(self) -> bool:
         return self.max_batch_size > 0
+
+    @property
+    def combines_requests(self) -> bool:
+        return self.batches and self.dynamic_batching

@@ -224,7 +224,7 @@ class Scheduler:
                     return None
                 await self._wakeup.wait()
                 continue
-            if not config.batches:
+            if not config.combines_requests:
                 return self._queues.take(first, max_rows=first.rows)
             max_batch_size, max_queue_delay_s = self._limits()
             flush_at = policy.next_flush_s(

@@ -42,6 +42,11 @@ class Runtime(Protocol):
 
     def metadata(self) -> RuntimeMetadata: ...
 
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-request conversions and checks, run before queueing, so that one request's
+        bad data fails that request alone rather than the batch it would have joined."""
+        ...
+
     def infer(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> dict[str, np.ndarray]: ...

@@ -57,12 +57,18 @@ class OnnxRuntime:
     def metadata(self) -> RuntimeMetadata:
         return self._metadata
 
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._string_inputs:
+            return inputs
+        prepared = dict(inputs)
+        for name in self._string_inputs & prepared.keys():
+            prepared[name] = _bytes_to_str(name, prepared[name])
+        return prepared
+
     def infer(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        feeds = dict(inputs)
-        for name in self._string_inputs & feeds.keys():
-            feeds[name] = _bytes_to_str(name, feeds[name])
+        feeds = self.prepare(dict(inputs))
         try:
             if self._bf16_inputs or self._bf16_outputs:
                 results = self._run_with_ort_values(feeds, output_names)
@@ -124,7 +130,9 @@ def _names_of(specs: tuple[TensorSpec, ...], datatype: str) -> frozenset[str]:
 def _bytes_to_str(name: str, array: np.ndarray) -> np.ndarray:
     """onnxruntime string tensors hold UTF-8 text; it would stringify bytes objects as "b'..'"."""
     try:
-        decoded = [item.decode("utf-8") for item in array.ravel()]
+        decoded = [
+            item.decode("utf-8") if isinstance(item, bytes) else item for item in array.ravel()
+        ]
     except UnicodeDecodeError as exc:
         raise InvalidInputError(
             f"input '{name}': onnxruntime string tensors need UTF-8 text, got invalid bytes"

@@ -20,6 +20,16 @@ log = logging.getLogger("tensorgate")
 ENV_PREFIX = "TENSORGATE_"
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
@@ -57,7 +67,7 @@ _SERVE_OPTIONS = (
         float,
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
     ),
-    _Option("--log-level", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    _Option("--log-level", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 )
 
 

@@ -67,7 +67,7 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
         requested.append(output.name)
 
     parameters = request.parameters
-    if any(_int_parameter(parameters, name, 0) for name in _SEQUENCE_PARAMETERS):
+    if any(_is_truthy(parameters, name) for name in _SEQUENCE_PARAMETERS):
         raise UnsupportedError("sequence batching (sequence_id/start/end) is not supported")
     return InferenceRequest(
         model_name=request.model_name,
@@ -95,9 +95,14 @@ def decode_raw(name: str, datatype: DataType, shape: tuple[int, ...], raw: bytes
 
 
 def _decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
+    size = len(raw)
+    if 4 * count > size:  # checked before allocating: every element has a 4-byte prefix
+        raise InvalidInputError(
+            f"input '{name}': BYTES data has {size} bytes, too few for {count} elements "
+            "(each needs a 4-byte little-endian length prefix)"
+        )
     elements = np.empty(count, dtype=object)
     offset = 0
-    size = len(raw)
     for index in range(count):
         if offset + 4 > size:
             raise InvalidInputError(
@@ -167,7 +172,7 @@ def _shape(name: str, dims: object) -> tuple[int, ...]:
     shape = tuple(dims)
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"input '{name}' has a negative dimension in shape {list(shape)}")
-    if math.prod(shape) > MAX_ELEMENTS:
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
         raise InvalidInputError(
             f"input '{name}' has shape {list(shape)}, more than {MAX_ELEMENTS} elements"
         )
@@ -177,6 +182,15 @@ def _shape(name: str, dims: object) -> tuple[int, ...]:
 def _reject_shared_memory(parameters: Mapping[str, pb.InferParameter], what: str) -> None:
     if any(name in parameters for name in _SHARED_MEMORY_PARAMETERS):
         raise UnsupportedError(f"{what} uses shared memory, which is not supported yet")
+
+
+def _is_truthy(parameters: Mapping[str, pb.InferParameter], name: str) -> bool:
+    """Whether a parameter is present with a non-zero, non-empty value of any type."""
+    if name not in parameters:
+        return False
+    parameter = parameters[name]
+    kind = parameter.WhichOneof("parameter_choice")
+    return kind is not None and bool(getattr(parameter, kind))
 
 
 def _int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, default: int) -> int:

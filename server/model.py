@@ -45,8 +45,9 @@ class ServedModel:
             output_names = validate_requested_outputs(
                 self.name, self.signature, request.requested_outputs
             )
+            inputs = self.instances[0].prepare(request.inputs)
             outputs = await self.scheduler.submit(
-                request.inputs,
+                inputs,
                 output_names,
                 priority_level=request.priority,
                 timeout_us=request.timeout_us,

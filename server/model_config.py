@@ -62,6 +62,18 @@ _UNSUPPORTED_TOP_LEVEL = (
 )
 
 
+# Per input/output settings tensorgate does not act on yet.
+_UNSUPPORTED_TENSOR_FIELDS = (
+    "reshape",
+    "is_shape_tensor",
+    "format",
+    "allow_ragged_batch",
+    "optional",
+    "label_filename",
+    "is_non_linear_format_io",
+)
+
+
 @dataclass(frozen=True)
 class ModelSignature:
     """The tensors a model version accepts and returns; shapes exclude the batch dimension."""
@@ -182,7 +194,7 @@ def unsupported_fields(config: mc.ModelConfig) -> list[str]:
     """Settings in `config` that tensorgate parses but does not act on (yet)."""
     found = [name for name in _UNSUPPORTED_TOP_LEVEL if _is_set(config, name)]
     for tensor in (*config.input, *config.output):
-        for field in ("reshape", "is_shape_tensor", "format", "allow_ragged_batch", "optional"):
+        for field in _UNSUPPORTED_TENSOR_FIELDS:
             if field in tensor.DESCRIPTOR.fields_by_name and _is_set(tensor, field):
                 found.append(f"{tensor.name}.{field}")
     for group in config.instance_group:
@@ -198,7 +210,7 @@ def unsupported_fields(config: mc.ModelConfig) -> list[str]:
 
 def _is_set(message: object, field: str) -> bool:
     descriptor = message.DESCRIPTOR.fields_by_name[field]
-    if descriptor.label == descriptor.LABEL_REPEATED:
+    if descriptor.is_repeated:
         return len(getattr(message, field)) > 0
     if descriptor.message_type is not None:
         return message.HasField(field)
@@ -226,10 +238,23 @@ def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
             f"model '{config.name}': default_priority_level {default_level} is outside "
             f"priority levels 1..{levels}"
         )
+    for size in dynamic.preferred_batch_size:
+        if not 1 <= size <= config.max_batch_size:
+            raise ModelLoadError(
+                f"model '{config.name}': preferred_batch_size {size} is outside "
+                f"1..max_batch_size ({config.max_batch_size})"
+            )
+    for level in dynamic.priority_queue_policy:
+        if not 1 <= level <= levels:
+            raise ModelLoadError(
+                f"model '{config.name}': priority_queue_policy for level {level} is outside "
+                f"priority levels 1..{levels}"
+            )
     padded = _name_list(config, PAD_INPUTS, {t.name for t in config.input}, "input")
     sliced = _name_list(config, SLICE_OUTPUTS, {t.name for t in config.output}, "output")
     return BatchingConfig(
         max_batch_size=config.max_batch_size,
+        dynamic_batching=config.HasField("dynamic_batching"),
         max_queue_delay_us=dynamic.max_queue_delay_microseconds,
         preferred_batch_sizes=tuple(sorted(dynamic.preferred_batch_size)),
         preserve_ordering=dynamic.preserve_ordering,
@@ -283,7 +308,8 @@ def _int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
 def _name_list(config: mc.ModelConfig, key: str, known: set[str], role: str) -> frozenset[str]:
     if key not in config.parameters:
         return frozenset()
-    names = frozenset(n.strip() for n in config.parameters[key].string_value.split(",") if n)
+    text = config.parameters[key].string_value
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
     unknown = sorted(names - known)
     if unknown:
         raise ModelLoadError(

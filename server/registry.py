@@ -92,6 +92,6 @@ class ModelRegistry:
 
 
 def parse_version(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise InvalidInputError(f"model version must be a positive integer, got '{text}'")
     return int(text)

@@ -36,11 +36,15 @@ def discover(repository: Path) -> dict[str, ModelSource]:
     return sources
 
 
+def _is_version_name(name: str) -> bool:
+    return name.isascii() and name.isdigit() and int(name) > 0
+
+
 def read_model_dir(path: Path) -> ModelSource:
     config_path = path / CONFIG_FILENAME
     versions = {}
     for entry in path.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0:
+        if entry.is_dir() and _is_version_name(entry.name):
             versions[int(entry.name)] = entry
         elif entry.is_dir() and not entry.name.startswith("."):
             log.warning(

@@ -37,6 +37,9 @@ class FakeRuntime:
         spec = TensorSpec("x", "FP32", (-1, 1))
         return RuntimeMetadata((spec,), (TensorSpec("y", "FP32", (-1, 1)),), True, "fake")
 
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return inputs
+
     def infer(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> dict[str, np.ndarray]:

@@ -143,6 +143,7 @@ def build_perf_analyzer_command(
     stability_percentage: float = 999.0,
     max_trials: int = 5,
     extra_args: Sequence[str] = (),
+    input_data: str = "zero",
 ) -> list[str]:
     """The argument list :func:`run_perf_analyzer` runs (useful for logging)."""
     if not model:
@@ -180,7 +181,7 @@ def build_perf_analyzer_command(
         "--max-trials",
         str(max_trials),
         "--input-data",
-        "zero",
+        input_data,
         "-f",
         csv_path,
         "--verbose-csv",
@@ -203,6 +204,7 @@ def run_perf_analyzer(
     shapes: Mapping[str, Sequence[int]] | None = None,
     stability_percentage: float = 999.0,
     max_trials: int = 5,
+    input_data: str = "zero",
 ) -> PerfResult:
     """Load ``model`` at ``url`` (``host:port``, gRPC) with a fixed concurrency.
 
@@ -231,6 +233,7 @@ def run_perf_analyzer(
             stability_percentage=stability_percentage,
             max_trials=max_trials,
             extra_args=extra_args,
+            input_data=input_data,
         )
         if not Path(cmd[0]).is_file():
             raise PerfAnalyzerError(

@@ -452,3 +452,15 @@ async def test_stop_runs_what_is_queued_then_refuses_new_requests() -> None:
     assert [r["y"].item() for r in await asyncio.gather(*queued)] == [2, 4]
     with pytest.raises(ShuttingDownError, match="model 'm' is shutting down"):
         await h.scheduler.submit(x(3), ["y"])
+
+
+@async_test
+async def test_without_dynamic_batching_each_request_runs_as_its_own_batch() -> None:
+    config = batched(max_batch_size=8, delay_us=0, dynamic_batching=False)
+    async with Harness(config, gated=True) as h:
+        tasks = [h.submit(x(0)), h.submit(x(1, 2)), h.submit(x(3))]
+        await h.runtime.next_call()
+        h.runtime.gate.set()
+        calls = [await h.runtime.next_call() for _ in range(2)]
+        assert [c["x"].ravel().tolist() for c in calls] == [[1, 2], [3]]
+        await asyncio.gather(*tasks)
