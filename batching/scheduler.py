@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,6 +73,7 @@ class Scheduler:
             if config.latency_target_p99_us and config.batches
             else None
         )
+        self._compute_s_per_row: float | None = None  # measured in the worker, for inlining
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -285,10 +287,7 @@ class Scheduler:
             output_names = _union_in_order(batch)
             assembled = clock.now()
             assemble_s = assembled - started
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(
-                self._executor, instance.infer, inputs, output_names
-            )
+            outputs = await self._compute(instance, inputs, output_names, rows)
             inferred = clock.now()
             infer_s = inferred - assembled
             results = list(
@@ -321,6 +320,24 @@ class Scheduler:
         )
         self._release(sequence, list(zip(batch, results, strict=True)))
 
+    async def _compute(
+        self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str], rows: int
+    ) -> Outputs:
+        """Run the runtime inline when the batch is expected to be cheaper than a thread
+        hand-off, else on a worker thread; either way learn its cost per row."""
+        threshold_s = self.config.inline_compute_threshold_us / 1e6
+        per_row = self._compute_s_per_row
+        if per_row is not None and per_row * rows < threshold_s:
+            outputs, seconds = _timed_infer(instance, inputs, output_names)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs, seconds = await loop.run_in_executor(
+                self._executor, _timed_infer, instance, inputs, output_names
+            )
+        sample = seconds / max(1, rows)
+        self._compute_s_per_row = sample if per_row is None else per_row + 0.2 * (sample - per_row)
+        return outputs
+
     def _release(
         self, sequence: int, answers: list[tuple[PendingRequest, Outputs | BaseException]]
     ) -> None:
@@ -332,6 +349,14 @@ class Scheduler:
         while self._next_to_release in self._ordered_results:
             _resolve(self._ordered_results.pop(self._next_to_release))
             self._next_to_release += 1
+
+
+def _timed_infer(
+    instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
+) -> tuple[Outputs, float]:
+    started = time.perf_counter()
+    outputs = instance.infer(inputs, output_names)
+    return outputs, time.perf_counter() - started
 
 
 def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> None:

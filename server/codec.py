@@ -49,7 +49,8 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     for index, tensor in enumerate(request.inputs):
         if tensor.name in inputs:
             raise InvalidInputError(f"input '{tensor.name}' appears more than once")
-        _reject_shared_memory(tensor.parameters, f"input '{tensor.name}'")
+        if tensor.parameters:
+            _reject_shared_memory(tensor.parameters, f"input '{tensor.name}'")
         datatype = _datatype(tensor.name, tensor.datatype, "input")
         shape = _shape(tensor.name, tensor.shape)
         if raw_contents:
@@ -61,22 +62,27 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     for output in request.outputs:
         if output.name in requested:
             raise InvalidInputError(f"output '{output.name}' is requested more than once")
-        _reject_shared_memory(output.parameters, f"output '{output.name}'")
-        if "classification" in output.parameters:
-            raise UnsupportedError("the classification extension is not supported")
+        if output.parameters:
+            _reject_shared_memory(output.parameters, f"output '{output.name}'")
+            if "classification" in output.parameters:
+                raise UnsupportedError("the classification extension is not supported")
         requested.append(output.name)
 
+    priority = timeout_us = 0
     parameters = request.parameters
-    if any(_is_truthy(parameters, name) for name in _SEQUENCE_PARAMETERS):
-        raise UnsupportedError("sequence batching (sequence_id/start/end) is not supported")
+    if parameters:
+        if any(_is_truthy(parameters, name) for name in _SEQUENCE_PARAMETERS):
+            raise UnsupportedError("sequence batching (sequence_id/start/end) is not supported")
+        priority = _int_parameter(parameters, "priority", 0)
+        timeout_us = _int_parameter(parameters, "timeout", 0)
     return InferenceRequest(
         model_name=request.model_name,
         model_version=request.model_version,
         id=request.id,
         inputs=inputs,
         requested_outputs=tuple(requested),
-        priority=_int_parameter(parameters, "priority", 0),
-        timeout_us=_int_parameter(parameters, "timeout", 0),
+        priority=priority,
+        timeout_us=timeout_us,
     )
 
 

@@ -30,6 +30,8 @@ PAD_INPUTS = "pad_inputs"  # comma-separated inputs whose non-batch dims may var
 SLICE_OUTPUTS = "slice_outputs"  # comma-separated outputs cut back to each request's lengths
 PAD_VALUE = "pad_value"
 LATENCY_TARGET_P99_US = "latency_target_p99_us"
+INLINE_COMPUTE_THRESHOLD_US = "inline_compute_threshold_us"
+DEFAULT_INLINE_COMPUTE_THRESHOLD_US = 100
 MAX_QUEUED_REQUESTS = "max_queued_requests"
 KNOWN_PARAMETERS = frozenset(
     {
@@ -40,6 +42,7 @@ KNOWN_PARAMETERS = frozenset(
         PAD_VALUE,
         LATENCY_TARGET_P99_US,
         MAX_QUEUED_REQUESTS,
+        INLINE_COMPUTE_THRESHOLD_US,
     }
 )
 
@@ -270,6 +273,9 @@ def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
         sliced_outputs=sliced,
         max_queued_requests=_int_parameter(config, MAX_QUEUED_REQUESTS, 10_000),
         latency_target_p99_us=_int_parameter(config, LATENCY_TARGET_P99_US, 0),
+        inline_compute_threshold_us=_int_parameter(
+            config, INLINE_COMPUTE_THRESHOLD_US, DEFAULT_INLINE_COMPUTE_THRESHOLD_US
+        ),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Coroutine
 
 import numpy as np
@@ -464,3 +465,21 @@ async def test_without_dynamic_batching_each_request_runs_as_its_own_batch() -> 
         calls = [await h.runtime.next_call() for _ in range(2)]
         assert [c["x"].ravel().tolist() for c in calls] == [[1, 2], [3]]
         await asyncio.gather(*tasks)
+
+
+@async_test
+async def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_a_thread() -> None:
+    loop_thread = threading.get_ident()
+    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
+    async with Harness(cheap) as h:
+        for value in range(3):
+            await h.scheduler.submit(x(value), ["y"])
+        # The first batch has no cost estimate yet and goes to a thread; then it is known cheap.
+        assert h.runtime.threads[0] != loop_thread
+        assert h.runtime.threads[1:] == [loop_thread, loop_thread]
+
+    never = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=0)
+    async with Harness(never) as h:
+        for value in range(3):
+            await h.scheduler.submit(x(value), ["y"])
+        assert loop_thread not in h.runtime.threads
