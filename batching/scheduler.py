@@ -74,6 +74,8 @@ class Scheduler:
             else None
         )
         self._compute_s_per_row: float | None = None  # measured in the worker, for inlining
+        self._last_arrival_s: float | None = None
+        self._arrival_gap_s: float | None = None  # moving average of the time between requests
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -130,7 +132,12 @@ class Scheduler:
                 f"{self.config.latency_target_p99_us}us with the requests already queued; "
                 "retry later"
             )
+        if self._runs_directly(request):
+            self._note_arrival(request.enqueued_s)
+            await self._execute(self._free.get_nowait(), [request], self._take_sequence())
+            return await request.future
         self._queues.admit(request)
+        self._note_arrival(request.enqueued_s)
         request.future.add_done_callback(lambda _: self._queues.discard(request))
         self._arm_timers(request)
         self._wakeup.set()
@@ -182,6 +189,13 @@ class Scheduler:
             delay_at_s=delay_at,
         )
 
+    def _note_arrival(self, now_s: float) -> None:
+        if self._last_arrival_s is not None:
+            gap = now_s - self._last_arrival_s
+            previous = self._arrival_gap_s
+            self._arrival_gap_s = gap if previous is None else previous + 0.2 * (gap - previous)
+        self._last_arrival_s = now_s
+
     def _arm_timers(self, request: PendingRequest) -> None:
         timers = []
         if request.reject_at_s is not None:
@@ -203,17 +217,56 @@ class Scheduler:
     # the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while await self._wait_for_work():
             instance = await self._free.get()
             batch = await self._next_batch()
             if batch is None:
                 self._free.put_nowait(instance)
                 return
-            sequence = self._next_sequence
-            self._next_sequence += 1
-            task = asyncio.create_task(self._execute(instance, batch, sequence))
+            task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _wait_for_work(self) -> bool:
+        """Wait until a request is queued; False once stopped with nothing queued."""
+        while True:
+            self._wakeup.clear()
+            if self._queues.oldest() is not None:
+                return True
+            if not self._accepting:
+                return False
+            await self._wakeup.wait()
+
+    def _take_sequence(self) -> int:
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return sequence
+
+    def _runs_directly(self, request: PendingRequest) -> bool:
+        """Whether `request` can run right now in its caller's task: nothing queued, an idle
+        instance, no reason to wait for others, and a batch cheap enough to run inline. This
+        skips the hand-offs to the scheduler task, which cost more than a tiny model."""
+        per_row = self._compute_s_per_row
+        if (
+            per_row is None
+            or self._slo is not None
+            or self._queues.live_requests
+            or self._free.empty()
+            or per_row * request.rows >= self.config.inline_compute_threshold_us / 1e6
+        ):
+            return False
+        if not self.config.combines_requests:
+            return True
+        flush_at = policy.next_flush_s(
+            oldest_enqueued_s=request.enqueued_s,
+            queued_rows=request.rows,
+            max_batch_size=self.config.max_batch_size,
+            preferred_batch_sizes=self.config.preferred_batch_sizes,
+            max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
+            now_s=request.enqueued_s,
+            expected_arrival_gap_s=self._arrival_gap_s,
+        )
+        return flush_at <= request.enqueued_s
 
     async def _next_batch(self) -> list[PendingRequest] | None:
         """Wait until the policy says a batch should go; None once stopped with nothing queued."""
@@ -235,6 +288,8 @@ class Scheduler:
                 max_batch_size=max_batch_size,
                 preferred_batch_sizes=config.preferred_batch_sizes,
                 max_queue_delay_s=max_queue_delay_s,
+                now_s=self._clock.now(),
+                expected_arrival_gap_s=self._arrival_gap_s,
             )
             if flush_at <= self._clock.now() or not self._accepting:
                 target = policy.batch_rows_target(

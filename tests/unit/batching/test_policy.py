@@ -3,13 +3,21 @@ import math
 from batching.policy import batch_rows_target, next_flush_s
 
 
-def flush_at(queued_rows: int, preferred: tuple[int, ...] = (), delay_s: float = 0.5) -> float:
+def flush_at(
+    queued_rows: int,
+    preferred: tuple[int, ...] = (),
+    delay_s: float = 0.5,
+    now_s: float = 10.1,
+    gap_s: float | None = None,
+) -> float:
     return next_flush_s(
         oldest_enqueued_s=10.0,
         queued_rows=queued_rows,
         max_batch_size=8,
         preferred_batch_sizes=preferred,
         max_queue_delay_s=delay_s,
+        now_s=now_s,
+        expected_arrival_gap_s=gap_s,
     )
 
 
@@ -33,3 +41,12 @@ def test_batch_target_is_the_largest_preferred_size_that_the_queue_fills() -> No
     assert batch_rows_target(queued_rows=3, max_batch_size=8, preferred_batch_sizes=(4,)) == 8
     assert batch_rows_target(queued_rows=20, max_batch_size=8, preferred_batch_sizes=()) == 8
     assert batch_rows_target(queued_rows=20, max_batch_size=8, preferred_batch_sizes=(16,)) == 8
+
+
+def test_no_wait_when_the_next_request_is_not_expected_before_the_delay_runs_out() -> None:
+    # Oldest waited 0.1 s of 0.5 s; requests arrive 0.5 s apart: the next comes too late.
+    assert flush_at(1, gap_s=0.5) == -math.inf
+    # Requests 0.1 s apart: more will come within the remaining 0.4 s, so wait.
+    assert flush_at(1, gap_s=0.1) == 10.5
+    # Unknown rate: wait as Triton does.
+    assert flush_at(1, gap_s=None) == 10.5

@@ -483,3 +483,20 @@ async def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_a_thread()
         for value in range(3):
             await h.scheduler.submit(x(value), ["y"])
         assert loop_thread not in h.runtime.threads
+
+
+@async_test
+async def test_a_lone_request_goes_at_once_when_requests_arrive_further_apart_than_the_delay() -> (
+    None
+):
+    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
+        first = h.submit(x(1))
+        await settle()
+        h.clock.advance(0.001)
+        await first
+        h.clock.advance(0.5)  # a quiet half second: the arrival gap is now 0.5 s
+        second = h.submit(x(2))
+        await h.runtime.next_call()  # the first request's batch
+        call = await h.runtime.next_call()  # no clock advance: it did not wait for the delay
+        assert call["x"].ravel().tolist() == [2]
+        await second
