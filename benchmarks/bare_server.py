@@ -1,7 +1,7 @@
 """The Python front-end ceiling: a bare grpc.aio v2 server that answers ModelInfer with a fixed
 tensor, running no model, no batching and no validation.
 
-    .venv/bin/python -m benchmarks.bare_server [--port 0]
+    .venv/bin/python -m benchmarks.bare_server serve [--grpc-port 0]
 
 It serves one model, "tabular_classifier", with the metadata and config perf_analyzer asks for,
 and prints "listening for gRPC on HOST:PORT" like tensorgate, so the same harness drives it.
@@ -79,10 +79,11 @@ async def serve(host: str, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="bare grpc.aio v2 front-end ceiling")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--grpc-host", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.grpc_host, args.grpc_port))
 
 
 if __name__ == "__main__":

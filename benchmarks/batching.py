@@ -76,13 +76,15 @@ def sweep(
     window_ms: int,
     data_dir: Path,
     ceilings: dict[tuple[str, int], float],
+    module: str = "server",
+    models: tuple[str, ...] = tuple(WORKLOADS),
 ) -> list[Row]:
     rows = []
-    with ServerProcess(repository) as server:
-        for workload in WORKLOADS.values():
+    with ServerProcess(repository, module=module) as server:
+        for workload in (WORKLOADS[model] for model in models):
             data = workload.write_input_data(data_dir / f"{workload.model}.json")
             for concurrency in concurrencies:
-                before = statistics(server.url, workload.model)
+                before = statistics(server.url, workload.model) if module == "server" else (0, 0)
                 result = run_perf_analyzer(
                     workload.model,
                     server.url,
@@ -92,7 +94,7 @@ def sweep(
                     shapes=workload.shapes,
                     input_data=str(data),
                 )
-                after = statistics(server.url, workload.model)
+                after = statistics(server.url, workload.model) if module == "server" else (1, 1)
                 executions = after[1] - before[1]
                 avg_batch = (after[0] - before[0]) / executions if executions else 0.0
                 batch = max(1, round(avg_batch))
@@ -144,8 +146,20 @@ def main() -> None:
         rows = sweep("on", None, args.concurrency, args.window_ms, scratch_dir, ceilings)
         off_repo = without_dynamic_batching(scratch_dir / "repo_off")
         rows += sweep("off", off_repo, args.concurrency, args.window_ms, scratch_dir, ceilings)
+        # The Python front-end ceiling: grpc.aio answering a fixed tensor, no model at all.
+        rows += sweep(
+            "bare grpc.aio",
+            None,
+            args.concurrency,
+            args.window_ms,
+            scratch_dir,
+            ceilings,
+            module="benchmarks.bare_server",
+            models=("tabular_classifier",),
+        )
 
-    rows.sort(key=lambda r: (r.model, r.batching != "on", r.concurrency))
+    order = {"on": 0, "off": 1, "bare grpc.aio": 2}
+    rows.sort(key=lambda r: (r.model, order[r.batching], r.concurrency))
     now = datetime.datetime.now(datetime.timezone.utc)
     machine = (
         f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs), "

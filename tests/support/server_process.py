@@ -30,8 +30,11 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         startup_timeout_s: float = 60.0,
+        module: str = "server",
     ) -> None:
-        command = [sys.executable, "-m", "server", "serve", "--grpc-host", "127.0.0.1"]
+        """`module` is run as `python -m module serve ...`; another module that prints the same
+        listening line (the benchmarks' bare server) can stand in for tensorgate."""
+        command = [sys.executable, "-m", module, "serve", "--grpc-host", "127.0.0.1"]
         command += ["--grpc-port", "0"]
         if model_repository is not None:
             command += ["--model-repository", str(model_repository)]
