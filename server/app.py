@@ -27,6 +27,25 @@ log = logging.getLogger(__name__)
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Channel arguments for the server: message limits, keepalive, connection age."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        # Clients may ping every 10 s even without calls (tritonclient's keepalive default).
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
+        ]
+    return options
+
+
 class TensorgateServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -47,12 +66,7 @@ class TensorgateServer:
         for source in repository.discover(settings.model_repository).values():
             await self.models.load(source)
 
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-            ]
-        )
+        server = grpc.aio.server(options=grpc_options(settings))
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.registry, self.state), server
         )

@@ -67,6 +67,31 @@ _SERVE_OPTIONS = (
         float,
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
     ),
+    _Option(
+        "--grpc-max-connection-age-secs",
+        "max_connection_age_s",
+        float,
+        "close connections older than this (after a grace) so clients behind a load balancer "
+        "reconnect and spread over replicas; 0: never",
+    ),
+    _Option(
+        "--grpc-max-connection-age-grace-secs",
+        "max_connection_age_grace_s",
+        float,
+        "how long calls on an aged connection may still run",
+    ),
+    _Option(
+        "--grpc-keepalive-time-secs",
+        "keepalive_time_s",
+        float,
+        "idle time before the server pings a client to check the connection",
+    ),
+    _Option(
+        "--grpc-keepalive-timeout-secs",
+        "keepalive_timeout_s",
+        float,
+        "how long the server waits for a ping answer before closing the connection",
+    ),
     _Option("--log-level", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 )
 

@@ -19,3 +19,9 @@ class ServerSettings:
     default_max_batch_size: int = 32
     grace_period_s: float = 30.0
     log_level: str = "INFO"
+    # Connections older than this are closed (after a grace for in-flight calls), so clients
+    # behind a load balancer reconnect and spread over replicas. 0 keeps connections forever.
+    max_connection_age_s: float = 0.0
+    max_connection_age_grace_s: float = 10.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
