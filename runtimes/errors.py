@@ -18,6 +18,7 @@ class ErrorKind(enum.Enum):
     ALREADY_EXISTS = enum.auto()
     UNAVAILABLE = enum.auto()
     UNIMPLEMENTED = enum.auto()
+    FAILED_PRECONDITION = enum.auto()
     RESOURCE_EXHAUSTED = enum.auto()
     DEADLINE_EXCEEDED = enum.auto()
     CANCELLED = enum.auto()
@@ -48,6 +49,13 @@ class ShuttingDownError(TensorgateError):
 
 class UnsupportedError(TensorgateError):
     kind = ErrorKind.UNIMPLEMENTED
+
+
+class NotAllowedError(TensorgateError):
+    """The request is valid but the server's mode does not allow it (e.g. repository control
+    without --model-control-mode explicit)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
 
 
 class QueueFullError(TensorgateError):

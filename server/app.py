@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from server import repository
+from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server.loader import LoadOptions
@@ -21,6 +21,7 @@ from server.manager import ModelManager
 from server.registry import ModelRegistry
 from server.servicer import InferenceServicer, ServerState
 from server.settings import ServerSettings
+from server.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,41 @@ class TensorgateServer:
             self.registry,
             self.health,
             LoadOptions(default_max_batch_size=settings.default_max_batch_size),
+            settings.model_repository,
+        )
+        self.watcher = (
+            RepositoryWatcher(settings.model_repository, self.models, settings.repository_poll_s)
+            if settings.model_control_mode == "poll"
+            else None
         )
         self._server: grpc.aio.Server | None = None
         self.port: int = 0
 
     async def start(self) -> None:
         settings = self.settings
-        log.info("model repository: %s", settings.model_repository)
-        for source in repository.discover(settings.model_repository).values():
-            await self.models.load(source)
+        log.info(
+            "model repository: %s (model control mode %s)",
+            settings.model_repository,
+            settings.model_control_mode,
+        )
+        for name in self._models_to_load_at_start():
+            try:
+                await self.models.load(name)
+            except TensorgateError as error:
+                log.error("model '%s' is not serving: %s", name, error)
+        if self.watcher is not None:
+            self.watcher.mark_applied()
+            self.watcher.start()
 
         server = grpc.aio.server(options=grpc_options(settings))
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.registry, self.state), server
+            InferenceServicer(
+                self.registry,
+                self.state,
+                self.models,
+                explicit_control=settings.model_control_mode == "explicit",
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -93,10 +116,21 @@ class TensorgateServer:
         log.info("shutting down (grace period %.1fs)", grace_s)
         self.state.accepting = False
         await self.health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         await self.models.unload_all()
         log.info("stopped")
+
+    def _models_to_load_at_start(self) -> list[str]:
+        on_disk = self.models.model_names_on_disk()
+        if self.settings.model_control_mode != "explicit" or "*" in self.settings.load_models:
+            return on_disk
+        missing = sorted(set(self.settings.load_models) - set(on_disk))
+        if missing:
+            log.error("--load-model names models not in the repository: %s", ", ".join(missing))
+        return [name for name in on_disk if name in self.settings.load_models]
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -30,12 +30,26 @@ def _log_level(text: str) -> str:
     return level
 
 
+CONTROL_MODES = ("none", "poll", "explicit")
+
+
+def _control_mode(text: str) -> str:
+    if text not in CONTROL_MODES:
+        raise ValueError(f"model control mode must be one of {', '.join(CONTROL_MODES)}")
+    return text
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 @dataclass(frozen=True)
 class _Option:
     flag: str
     field: str
     type: Callable[[str], object]
     help: str
+    repeatable: bool = False
 
     @property
     def env(self) -> str:
@@ -49,6 +63,27 @@ _SERVE_OPTIONS = (
         Path,
         "directory of models in Triton's layout (<model>/[config.pbtxt], <model>/<version>/"
         "model.onnx); default: the bundled example models",
+    ),
+    _Option(
+        "--model-control-mode",
+        "model_control_mode",
+        _control_mode,
+        "none: load every model at start; poll: follow the repository (load, reload, unload "
+        "as it changes); explicit: load only --load-model at start, then only on "
+        "RepositoryModelLoad/Unload calls",
+    ),
+    _Option(
+        "--repository-poll-secs",
+        "repository_poll_s",
+        float,
+        "poll mode: how often to rescan the repository",
+    ),
+    _Option(
+        "--load-model",
+        "load_models",
+        _name_list,
+        "explicit mode: models to load at start (comma-separated, repeatable; '*' for all)",
+        repeatable=True,
     ),
     _Option("--grpc-host", "grpc_host", str, "address to listen on"),
     _Option("--grpc-port", "grpc_port", int, "port to listen on (0 picks a free one)"),
@@ -118,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=option.field,
             type=option.type,
             default=None,
+            action="append" if option.repeatable else "store",
             metavar=option.field.split("_")[-1].upper(),
             help=f"{option.help} [env {option.env}; default {default}]",
         )
@@ -129,6 +165,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSe
     values: dict[str, object] = {}
     for option in _SERVE_OPTIONS:
         value = getattr(args, option.field)
+        if option.repeatable and value is not None:
+            value = tuple(item for items in value for item in items)
         if value is None and option.env in environ:
             try:
                 value = option.type(environ[option.env])

@@ -18,6 +18,7 @@ from server._proto import model_config_pb2 as mc
 from server.model import ServedModel
 from server.repository import ModelSource
 from server.stats import ModelStats
+from server.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -103,4 +104,16 @@ def _build_instances(
         )
     count = model_config.instance_count_of(config)
     instances = [first] + [OnnxRuntime(model_path, runtime_options) for _ in range(count - 1)]
+    try:
+        warm_up(
+            source.name,
+            instances,
+            config,
+            model_config.signature_of(config),
+            source.path,
+        )
+    except ModelLoadError:
+        for instance in instances:
+            instance.close()
+        raise
     return config, instances

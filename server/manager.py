@@ -1,17 +1,28 @@
-"""Loads model sources into the registry and keeps health in step with model states."""
+"""Loads, reloads and unloads models, keeping the registry and health in step.
+
+Every change to one model runs under that model's lock, so concurrent loads and unloads of the
+same model are serialised. A swap never leaves a gap: the new version is loaded and warmed up,
+published atomically, and only then is the old one retired and drained (it finishes every
+request it had accepted). A load that fails leaves whatever was serving in place.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from runtimes.errors import TensorgateError
-from server import loader
+from runtimes.errors import ModelLoadError, ModelNotFoundError, TensorgateError
+from server import loader, repository
+from server._proto import model_config_pb2 as mc
 from server.loader import LoadOptions
-from server.registry import ModelRegistry, ModelState
-from server.repository import ModelSource
+from server.registry import UNLOADED, ModelRegistry, ModelState
+from server.repository import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -19,56 +30,173 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class ModelManager:
-    """The only writer of the registry: load, unload, and the health status of each model."""
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
 
-    def __init__(self, registry: ModelRegistry, health: HealthServicer, options: LoadOptions):
+
+class ModelManager:
+    """The only writer of the registry."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        health: HealthServicer,
+        options: LoadOptions,
+        repository_root: Path,
+    ) -> None:
         self._registry = registry
         self._health = health
         self._options = options
+        self._root = repository_root
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # What each serving version was loaded from: (config, version directory) fingerprints.
+        self._loaded_from: dict[str, dict[int, tuple[object, Fingerprint]]] = {}
 
-    async def load(self, source: ModelSource) -> None:
-        """Load the versions the policy selects; a failure marks the version UNAVAILABLE."""
-        if not source.version_paths:
-            self._registry.set_state(source.name, 1, ModelState.UNAVAILABLE, "no version found")
-            log.error("model '%s': no numbered version directory found", source.name)
-            await self._update_health(source.name)
-            return
-        try:
-            given = loader.read_given_config(source)
-        except TensorgateError as error:
-            for version in source.version_paths:
-                self._fail(source.name, version, error)
-            await self._update_health(source.name)
-            return
-        for version in loader.select_versions(given, list(source.version_paths)):
-            self._registry.set_state(source.name, version, ModelState.LOADING)
+    def model_names_on_disk(self) -> list[str]:
+        return sorted(repository.discover(self._root))
+
+    async def load(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
+        """Bring model `name` in line with its directory: load new versions, reload changed
+        ones, retire versions its policy no longer selects (only once something serves).
+
+        Raises ModelLoadError when the model ends up with nothing serving.
+        """
+        async with self._locks[name]:
             try:
-                model = await loader.load_version(source, version, given, self._options)
-            except TensorgateError as error:
-                self._fail(source.name, version, error)
-            except Exception as error:
-                log.exception(
-                    "model '%s' version %d: unexpected load failure", source.name, version
-                )
-                self._fail(source.name, version, error)
-            else:
-                self._registry.add_ready(model)
-        await self._update_health(source.name)
+                await self._load_locked(name, config_override)
+            finally:
+                await self._update_health(name)
+
+    async def unload(self, name: str) -> None:
+        """Retire every version of `name`; each finishes the requests it had accepted."""
+        async with self._locks[name]:
+            if not self._registry.entries(name):
+                raise ModelNotFoundError(f"unknown model '{name}'")
+            for version in list(self._registry.serving(name)):
+                await self._retire(name, version)
+            self._loaded_from.pop(name, None)
+            await self._update_health(name)
 
     async def unload_all(self) -> None:
         for name in self._registry.names():
-            for version, entry in self._registry.entries(name).items():
-                if entry.model is not None:
-                    self._registry.set_state(name, version, ModelState.UNLOADING)
-                    await entry.model.stop()
-                    self._registry.remove(name, version)
-            await self._health.set(name, NOT_SERVING)
+            if self._registry.serving(name):
+                await self.unload(name)
 
-    def _fail(self, name: str, version: int, error: BaseException) -> None:
-        reason = str(error) if isinstance(error, TensorgateError) else "unexpected load failure"
-        log.error("model '%s' version %d failed to load: %s", name, version, reason)
-        self._registry.set_state(name, version, ModelState.UNAVAILABLE, reason)
+    def index(self, ready_only: bool) -> list[IndexEntry]:
+        """Every model in the repository or the registry, one entry per known version."""
+        entries = []
+        for name in sorted(set(self.model_names_on_disk()) | set(self._registry.names())):
+            versions = self._registry.entries(name)
+            if not versions and not ready_only:
+                entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE.value, "not loaded"))
+            for version, entry in versions.items():
+                if ready_only and entry.state is not ModelState.READY:
+                    continue
+                entries.append(IndexEntry(name, str(version), entry.state.value, entry.reason))
+        return entries
+
+    # ---------------------------------------------------------------------------------------------
+
+    async def _load_locked(self, name: str, config_override: mc.ModelConfig | None) -> None:
+        model_dir = self._root / name
+        if not model_dir.is_dir():
+            raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
+        source = repository.read_model_dir(model_dir)
+        serving_before = self._registry.serving(name)
+        try:
+            given = (
+                config_override
+                if config_override is not None
+                else (loader.read_given_config(source))
+            )
+            if not source.version_paths:
+                raise ModelLoadError(f"model '{name}' has no numbered version directory")
+            wanted = loader.select_versions(given, list(source.version_paths))
+            if not wanted:
+                raise ModelLoadError(f"model '{name}': its version policy selects no version")
+        except ModelLoadError as error:
+            self._fail_model(name, serving_before, error)
+            raise
+        config_key = given.SerializeToString(deterministic=True) if given else b""
+        loaded_from = self._loaded_from.setdefault(name, {})
+        failures = []
+        for version in wanted:
+            origin = (config_key, repository.directory_fingerprint(source.version_paths[version]))
+            if version in serving_before and loaded_from.get(version) == origin:
+                continue
+            try:
+                await self._load_version(
+                    source, version, given, replacing=version in serving_before
+                )
+            except TensorgateError as error:
+                failures.append(error)
+                continue
+            loaded_from[version] = origin
+        serving = self._registry.serving(name)
+        if not serving:
+            raise ModelLoadError(
+                f"model '{name}' has no version that loaded: "
+                + "; ".join(str(error) for error in failures)
+            )
+        if any(version in serving for version in wanted):
+            for version in set(serving) - set(wanted):
+                await self._retire(name, version)
+                loaded_from.pop(version, None)
+
+    async def _load_version(
+        self,
+        source: repository.ModelSource,
+        version: int,
+        given: mc.ModelConfig | None,
+        *,
+        replacing: bool,
+    ) -> None:
+        name = source.name
+        if not replacing:
+            self._registry.mark(name, version, ModelState.LOADING)
+        try:
+            model = await loader.load_version(source, version, given, self._options)
+        except Exception as error:
+            reason = str(error) if isinstance(error, TensorgateError) else "unexpected load failure"
+            if not isinstance(error, TensorgateError):
+                log.exception("model '%s' version %d: unexpected load failure", name, version)
+            log.error("model '%s' version %d failed to load: %s", name, version, reason)
+            if replacing:
+                self._registry.note(
+                    name, version, f"reload failed, still serving the previous load: {reason}"
+                )
+            else:
+                self._registry.mark(name, version, ModelState.UNAVAILABLE, reason)
+            raise ModelLoadError(f"version {version}: {reason}") from error
+        previous = self._registry.publish(model)
+        if previous is not None:
+            log.info("model '%s' version %d reloaded; draining the previous load", name, version)
+            await previous.stop()
+
+    async def _retire(self, name: str, version: int) -> None:
+        model = self._registry.retire(name, version)
+        if model is not None:
+            log.info("unloading model '%s' version %d (draining)", name, version)
+            await model.stop()
+        self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
+        log.info("unloaded model '%s' version %d", name, version)
+
+    def _fail_model(self, name: str, serving: dict[int, object], error: ModelLoadError) -> None:
+        """A model-level failure (bad config): keep what serves, say why on every version."""
+        log.error("model '%s' failed to load: %s", name, error)
+        if serving:
+            for version in serving:
+                self._registry.note(
+                    name, version, f"reload failed, still serving the previous load: {error}"
+                )
+            return
+        source_versions = repository.read_model_dir(self._root / name).version_paths or {1: None}
+        for version in source_versions:
+            self._registry.mark(name, version, ModelState.UNAVAILABLE, str(error))
 
     async def _update_health(self, name: str) -> None:
         await self._health.set(name, SERVING if self._registry.is_ready(name) else NOT_SERVING)

@@ -53,7 +53,6 @@ _UNSUPPORTED_TOP_LEVEL = (
     "optimization",
     "sequence_batching",
     "ensemble_scheduling",
-    "model_warmup",
     "model_operations",
     "model_transaction_policy",
     "model_repository_agents",

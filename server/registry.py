@@ -1,7 +1,9 @@
 """Served model versions keyed by (name, version), each with an explicit state.
 
 Resolution turns a request's model name and version string into a ready ServedModel or a
-precise error: unknown model or version NOT_FOUND, a version that is not ready UNAVAILABLE.
+precise error: unknown model or version NOT_FOUND, a version that is not ready UNAVAILABLE. Only
+READY versions are ever handed to requests; a version being retired (UNLOADING) keeps its
+ServedModel here only until it has drained.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 from runtimes.errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from server.model import ServedModel
+
+UNLOADED = "unloaded"
 
 
 class ModelState(enum.Enum):
@@ -29,25 +33,44 @@ class VersionEntry:
 
 
 class ModelRegistry:
-    """The single owner of which versions exist and which serve. Used on the event loop only."""
+    """The single owner of which versions exist and which serve. Used on the event loop only,
+    so every change below is atomic with respect to requests."""
 
     def __init__(self) -> None:
         self._models: dict[str, dict[int, VersionEntry]] = {}
 
-    def set_state(self, name: str, version: int, state: ModelState, reason: str = "") -> None:
+    # changes (the model manager is the only caller) -------------------------------------------
+
+    def mark(self, name: str, version: int, state: ModelState, reason: str = "") -> None:
+        """Set a version's state; UNAVAILABLE drops its model."""
         entry = self._models.setdefault(name, {}).setdefault(version, VersionEntry(state))
         entry.state, entry.reason = state, reason
-        if state is not ModelState.READY:
-            entry.model = None if state is ModelState.UNAVAILABLE else entry.model
+        if state is ModelState.UNAVAILABLE:
+            entry.model = None
 
-    def add_ready(self, model: ServedModel) -> None:
-        self._models.setdefault(model.name, {})[model.version] = VersionEntry(
-            ModelState.READY, model=model
+    def note(self, name: str, version: int, reason: str) -> None:
+        """Attach a reason to a version without changing its state (a failed reload)."""
+        self._models[name][version].reason = reason
+
+    def publish(self, model: ServedModel) -> ServedModel | None:
+        """Make `model` the READY model of its version; return the one it replaces, if any,
+        which takes no new requests from now on and must be drained by the caller."""
+        entry = self._models.setdefault(model.name, {}).setdefault(
+            model.version, VersionEntry(ModelState.READY)
         )
+        previous = entry.model
+        entry.state, entry.reason, entry.model = ModelState.READY, "", model
+        return previous
 
-    def remove(self, name: str, version: int) -> ServedModel | None:
-        entry = self._models.get(name, {}).pop(version, None)
-        return entry.model if entry else None
+    def retire(self, name: str, version: int) -> ServedModel | None:
+        """Stop handing a version to requests (UNLOADING); return its model for draining."""
+        entry = self._models.get(name, {}).get(version)
+        if entry is None:
+            return None
+        entry.state, entry.reason = ModelState.UNLOADING, ""
+        return entry.model
+
+    # reads ----------------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -55,15 +78,26 @@ class ModelRegistry:
     def entries(self, name: str) -> dict[int, VersionEntry]:
         return dict(sorted(self._models.get(name, {}).items()))
 
+    def serving(self, name: str) -> dict[int, ServedModel]:
+        """READY versions of a model and their models."""
+        return {
+            version: entry.model
+            for version, entry in self.entries(name).items()
+            if entry.state is ModelState.READY and entry.model is not None
+        }
+
     def ready_models(self) -> Iterator[ServedModel]:
-        for versions in self._models.values():
-            for entry in versions.values():
-                if entry.state is ModelState.READY and entry.model is not None:
-                    yield entry.model
+        for name in self.names():
+            yield from self.serving(name).values()
 
     def is_ready(self, name: str) -> bool:
         """True when the model has at least one READY version."""
-        return any(e.state is ModelState.READY for e in self._models.get(name, {}).values())
+        return bool(self.serving(name))
+
+    def is_unloaded(self, name: str) -> bool:
+        """True when every version of the model was unloaded on purpose."""
+        entries = self._models.get(name, {}).values()
+        return bool(entries) and all(e.reason == UNLOADED for e in entries)
 
     def resolve(self, name: str, version: str = "") -> ServedModel:
         """The model version a request names: an explicit version, or the highest ready one."""
@@ -71,14 +105,14 @@ class ModelRegistry:
         if versions is None:
             raise ModelNotFoundError(f"unknown model '{name}'")
         if not version:
-            ready = [v for v, e in versions.items() if e.state is ModelState.READY]
+            ready = self.serving(name)
             if not ready:
                 reasons = "; ".join(
                     f"version {v} is {e.state.value}" + (f": {e.reason}" if e.reason else "")
                     for v, e in sorted(versions.items())
                 )
                 raise ModelNotReadyError(f"model '{name}' has no ready version ({reasons})")
-            return versions[max(ready)].model
+            return ready[max(ready)]
         number = parse_version(version)
         entry = versions.get(number)
         if entry is None:

@@ -56,3 +56,44 @@ def read_model_dir(path: Path) -> ModelSource:
         config_path=config_path if config_path.is_file() else None,
         version_paths=dict(sorted(versions.items())),
     )
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def directory_fingerprint(path: Path) -> Fingerprint:
+    """(relative path, size, mtime_ns) of every file below `path`: equal fingerprints taken a
+    poll apart mean nothing is being written there."""
+    entries = []
+    for file in sorted(path.rglob("*")):
+        if file.is_file():
+            stat = file.stat()
+            entries.append((str(file.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+def file_fingerprint(path: Path | None) -> Fingerprint:
+    if path is None or not path.is_file():
+        return ()
+    stat = path.stat()
+    return ((path.name, stat.st_size, stat.st_mtime_ns),)
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What a model directory looks like on disk: its config file and each version directory."""
+
+    config: Fingerprint
+    versions: tuple[tuple[int, Fingerprint], ...]
+
+    def version(self, number: int) -> Fingerprint:
+        return dict(self.versions).get(number, ())
+
+
+def fingerprint(source: ModelSource) -> ModelFingerprint:
+    return ModelFingerprint(
+        config=file_fingerprint(source.config_path),
+        versions=tuple(
+            (number, directory_fingerprint(path)) for number, path in source.version_paths.items()
+        ),
+    )

@@ -7,12 +7,15 @@ leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENT
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
+from google.protobuf import json_format
 
 from runtimes.errors import (
+    InvalidInputError,
     ModelNotFoundError,
+    NotAllowedError,
     ShuttingDownError,
     TensorgateError,
     UnsupportedError,
@@ -20,6 +23,8 @@ from runtimes.errors import (
 from server import __version__, codec, status
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
+from server._proto import model_config_pb2 as mc
+from server.manager import ModelManager
 from server.model import ServedModel
 from server.registry import ModelRegistry
 from server.stats import Duration, ModelStats
@@ -37,9 +42,18 @@ class ServerState:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, registry: ModelRegistry, state: ServerState) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        state: ServerState,
+        models: ModelManager,
+        *,
+        explicit_control: bool,
+    ) -> None:
         self._registry = registry
         self._state = state
+        self._models = models
+        self._explicit_control = explicit_control
 
     # health and metadata -----------------------------------------------------------------------
 
@@ -50,7 +64,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     async def ServerReady(self, request: pb.ServerReadyRequest, context: object):
         ready = self._state.accepting and all(
-            self._registry.is_ready(name) for name in self._registry.names()
+            self._registry.is_ready(name) or self._registry.is_unloaded(name)
+            for name in self._registry.names()
         )
         return pb.ServerReadyResponse(ready=ready)
 
@@ -131,21 +146,39 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # extensions not implemented yet --------------------------------------------------------------
 
-    @status.unary
-    async def RepositoryIndex(self, request: object, context: object):
-        raise UnsupportedError("model repository control (RepositoryIndex) is not supported yet")
+    # repository control -------------------------------------------------------------------------
 
     @status.unary
-    async def RepositoryModelLoad(self, request: object, context: object):
-        raise UnsupportedError(
-            "model repository control (RepositoryModelLoad) is not supported yet"
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: object):
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
+                )
+                for entry in self._models.index(ready_only=request.ready)
+            ]
         )
 
     @status.unary
-    async def RepositoryModelUnload(self, request: object, context: object):
-        raise UnsupportedError(
-            "model repository control (RepositoryModelUnload) is not supported yet"
-        )
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: object):
+        self._require_explicit_control("RepositoryModelLoad")
+        await self._models.load(request.model_name, _config_override(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    @status.unary
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: object
+    ):
+        self._require_explicit_control("RepositoryModelUnload")
+        await self._models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _require_explicit_control(self, rpc: str) -> None:
+        if not self._explicit_control:
+            raise NotAllowedError(
+                f"{rpc} needs --model-control-mode explicit; this server's models follow "
+                "its start-up load or the repository on disk"
+            )
 
     @status.unary
     async def SystemSharedMemoryStatus(self, request: object, context: object):
@@ -178,6 +211,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     async def LogSettings(self, request: object, context: object):
         raise UnsupportedError("log settings are not supported yet")
+
+
+def _config_override(
+    parameters: Mapping[str, pb.ModelRepositoryParameter],
+) -> mc.ModelConfig | None:
+    """The optional "config" load parameter: a model config in JSON, as Triton accepts."""
+    files = [key for key in parameters if key.startswith("file:")]
+    if files:
+        raise UnsupportedError(
+            f"load parameter '{files[0]}': loading model files over gRPC is not supported; "
+            "put them in the model repository"
+        )
+    if "config" not in parameters:
+        return None
+    text = parameters["config"].string_param
+    try:
+        return json_format.Parse(text, mc.ModelConfig())
+    except json_format.ParseError as exc:
+        raise InvalidInputError(
+            f"load parameter 'config' is not a valid model config: {exc}"
+        ) from exc
 
 
 def _statistics(model: ServedModel) -> pb.ModelStatistics:

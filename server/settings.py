@@ -13,6 +13,11 @@ class ServerSettings:
     """Everything `tensorgate serve` can be told; every field has a TENSORGATE_* variable."""
 
     model_repository: Path = BUNDLED_MODELS
+    # none: load everything at start, never change; poll: follow the repository on disk;
+    # explicit: load what load_models names, then only on RepositoryModelLoad/Unload calls.
+    model_control_mode: str = "none"
+    repository_poll_s: float = 15.0
+    load_models: tuple[str, ...] = ()
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 8001
     max_message_bytes: int = 256 * 1024 * 1024

@@ -525,17 +525,6 @@ def test_priority_out_of_range(client: triton.InferenceServerClient):
 # ------------------------------------------------------------------------------------------------
 
 UNIMPLEMENTED_RPCS = [
-    ("RepositoryIndex", service_pb2.RepositoryIndexRequest(), "RepositoryIndex"),
-    (
-        "RepositoryModelLoad",
-        service_pb2.RepositoryModelLoadRequest(model_name="add_sub"),
-        "RepositoryModelLoad",
-    ),
-    (
-        "RepositoryModelUnload",
-        service_pb2.RepositoryModelUnloadRequest(model_name="add_sub"),
-        "RepositoryModelUnload",
-    ),
     ("SystemSharedMemoryStatus", service_pb2.SystemSharedMemoryStatusRequest(), "shared memory"),
     (
         "SystemSharedMemoryRegister",
@@ -579,6 +568,23 @@ def test_unimplemented_rpc(
     _assert_error(info.value, grpc.StatusCode.UNIMPLEMENTED, fragment, "not supported")
 
 
+@pytest.mark.parametrize(
+    ("rpc", "request_message"),
+    [
+        ("RepositoryModelLoad", service_pb2.RepositoryModelLoadRequest(model_name="add_sub")),
+        ("RepositoryModelUnload", service_pb2.RepositoryModelUnloadRequest(model_name="add_sub")),
+    ],
+)
+def test_repository_control_needs_explicit_mode(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, rpc: str, request_message: object
+):
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(stub, rpc)(request_message, timeout=10)
+    _assert_error(
+        info.value, grpc.StatusCode.FAILED_PRECONDITION, rpc, "--model-control-mode explicit"
+    )
+
+
 def test_model_stream_infer_is_unimplemented(stub: service_pb2_grpc.GRPCInferenceServiceStub):
     responses = stub.ModelStreamInfer(iter([_add_sub_request()]), timeout=10)
     with pytest.raises(grpc.RpcError) as info:
@@ -588,8 +594,6 @@ def test_model_stream_infer_is_unimplemented(stub: service_pb2_grpc.GRPCInferenc
 
 def test_unimplemented_rpcs_through_tritonclient(client: triton.InferenceServerClient):
     calls = [
-        (client.get_model_repository_index, "RepositoryIndex"),
-        (lambda: client.load_model("add_sub"), "RepositoryModelLoad"),
         (client.get_system_shared_memory_status, "shared memory"),
         (client.get_cuda_shared_memory_status, "CUDA shared memory"),
         (client.get_trace_settings, "trace"),

@@ -370,7 +370,6 @@ def test_unsupported_fields_are_listed() -> None:
     assert model_config.unsupported_fields(config) == [
         "optimization",
         "sequence_batching",
-        "model_warmup",
         "model_transaction_policy",
         "response_cache",
         "x.reshape",

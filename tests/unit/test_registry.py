@@ -63,7 +63,7 @@ def test_error_kinds_map_to_triton_status_codes() -> None:
 
 def test_unknown_model_is_not_found() -> None:
     registry = ModelRegistry()
-    registry.add_ready(served("known", 1))
+    registry.publish(served("known", 1))
     with raises(ModelNotFoundError, "unknown model 'missing'"):
         registry.resolve("missing")
     with raises(ModelNotFoundError, "unknown model 'missing'"):
@@ -72,7 +72,7 @@ def test_unknown_model_is_not_found() -> None:
 
 def test_unknown_version_is_not_found() -> None:
     registry = ModelRegistry()
-    registry.add_ready(served("m", 1))
+    registry.publish(served("m", 1))
     with raises(ModelNotFoundError, "model 'm' has no version 7"):
         registry.resolve("m", "7")
 
@@ -80,10 +80,10 @@ def test_unknown_version_is_not_found() -> None:
 def test_no_version_resolves_to_the_highest_ready_one() -> None:
     registry = ModelRegistry()
     one, three = served("m", 1), served("m", 3)
-    registry.add_ready(three)
-    registry.add_ready(one)
-    registry.set_state("m", 4, ModelState.LOADING)
-    registry.set_state("m", 5, ModelState.UNAVAILABLE, "broken graph")
+    registry.publish(three)
+    registry.publish(one)
+    registry.mark("m", 4, ModelState.LOADING)
+    registry.mark("m", 5, ModelState.UNAVAILABLE, "broken graph")
     assert registry.resolve("m") is three
     assert registry.resolve("m", "") is three
     assert registry.resolve("m", "1") is one
@@ -92,8 +92,8 @@ def test_no_version_resolves_to_the_highest_ready_one() -> None:
 
 def test_model_without_a_ready_version_is_unavailable_with_reasons() -> None:
     registry = ModelRegistry()
-    registry.set_state("m", 1, ModelState.UNAVAILABLE, "onnxruntime could not load model.onnx")
-    registry.set_state("m", 2, ModelState.LOADING)
+    registry.mark("m", 1, ModelState.UNAVAILABLE, "onnxruntime could not load model.onnx")
+    registry.mark("m", 2, ModelState.LOADING)
     with raises(
         ModelNotReadyError,
         "model 'm' has no ready version",
@@ -115,9 +115,9 @@ def test_explicit_version_that_is_not_ready_is_unavailable(
     state: ModelState, reason: str, detail: str
 ) -> None:
     registry = ModelRegistry()
-    registry.add_ready(served("m", 1))
-    registry.add_ready(served("m", 2))
-    registry.set_state("m", 2, state, reason)
+    registry.publish(served("m", 1))
+    registry.publish(served("m", 2))
+    registry.mark("m", 2, state, reason)
     with raises(ModelNotReadyError, "model 'm' version 2 is not ready", detail):
         registry.resolve("m", "2")
     assert registry.resolve("m").version == 1
@@ -126,7 +126,7 @@ def test_explicit_version_that_is_not_ready_is_unavailable(
 @pytest.mark.parametrize("text", ["abc", "0", "-1", "1.0", " 1", "1 ", "+1", "v1", "1e3", "00"])
 def test_bad_version_string_is_invalid_argument(text: str) -> None:
     registry = ModelRegistry()
-    registry.add_ready(served("m", 1))
+    registry.publish(served("m", 1))
     with raises(InvalidInputError, "model version must be a positive integer", f"'{text}'"):
         registry.resolve("m", text)
 
@@ -161,35 +161,52 @@ def test_parse_version_accepts_positive_integers_and_rejects_the_rest(text: str)
 def test_state_transitions() -> None:
     registry = ModelRegistry()
     model = served("m", 1)
-    registry.add_ready(model)
+    registry.publish(model)
     assert registry.is_ready("m")
     assert list(registry.ready_models()) == [model]
 
-    registry.set_state("m", 1, ModelState.UNLOADING)
+    registry.mark("m", 1, ModelState.UNLOADING)
     assert registry.entries("m")[1].model is model  # kept so it can still be stopped
     assert not registry.is_ready("m")
     assert list(registry.ready_models()) == []
 
-    registry.set_state("m", 1, ModelState.UNAVAILABLE, "unloaded")
+    registry.mark("m", 1, ModelState.UNAVAILABLE, "unloaded")
     entry = registry.entries("m")[1]
     assert (entry.state, entry.reason, entry.model) == (ModelState.UNAVAILABLE, "unloaded", None)
 
 
-def test_remove_names_and_sorted_entries() -> None:
+def test_retire_names_and_sorted_entries() -> None:
     registry = ModelRegistry()
     model = served("b", 3)
-    registry.add_ready(model)
-    registry.set_state("b", 1, ModelState.LOADING)
-    registry.set_state("a", 2, ModelState.UNAVAILABLE, "bad")
+    registry.publish(model)
+    registry.mark("b", 1, ModelState.LOADING)
+    registry.mark("a", 2, ModelState.UNAVAILABLE, "bad")
     assert registry.names() == ["a", "b"]
     assert list(registry.entries("b")) == [1, 3]
     assert registry.entries("nothing") == {}
-    assert registry.remove("b", 3) is model
-    assert registry.remove("b", 3) is None
-    assert registry.remove("b", 1) is None
-    assert registry.remove("unknown", 1) is None
+    assert registry.retire("b", 3) is model
+    assert registry.entries("b")[3].state is ModelState.UNLOADING
+    assert registry.retire("unknown", 1) is None
     assert not registry.is_ready("b")
     assert not registry.is_ready("unknown")
+
+
+def test_publish_swaps_atomically_and_returns_the_replaced_model() -> None:
+    registry = ModelRegistry()
+    old, new = served("m", 1), served("m", 1)
+    assert registry.publish(old) is None
+    assert registry.publish(new) is old
+    assert registry.resolve("m") is new
+    assert registry.resolve("m", "1") is new
+
+
+def test_unloaded_models_are_known_as_unloaded() -> None:
+    registry = ModelRegistry()
+    registry.publish(served("m", 1))
+    assert not registry.is_unloaded("m")
+    registry.mark("m", 1, ModelState.UNAVAILABLE, "unloaded")
+    assert registry.is_unloaded("m")
+    assert not registry.is_unloaded("unknown")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Poll mode: rescan the repository and bring models in line with it.
+
+A model is acted on only once its directory looks the same in two consecutive scans, so a version
+directory that is still being copied is left alone until the copy is complete. Removed model
+directories are unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from runtimes.errors import TensorgateError
+from server import repository
+from server.repository import ModelFingerprint
+
+log = logging.getLogger(__name__)
+
+
+class ModelControl(Protocol):
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
+class RepositoryWatcher:
+    def __init__(self, root: Path, models: ModelControl, interval_s: float) -> None:
+        self._root = root
+        self._models = models
+        self._interval_s = interval_s
+        self._previous: dict[str, ModelFingerprint] = {}
+        self._applied: dict[str, ModelFingerprint] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.scans = 0
+
+    def mark_applied(self) -> None:
+        """Record the repository as it is now as already loaded (after the start-up load)."""
+        self._previous = self._snapshot()
+        self._applied = dict(self._previous)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="repository-watcher")
+
+    async def stop(self) -> None:
+        """Stop polling; a scan in progress finishes first, so no load is cut in half."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.scan_once()
+            except Exception:
+                log.exception("repository scan failed; trying again next poll")
+
+    async def scan_once(self) -> None:
+        """One poll: act on every model whose directory is stable and differs from what was
+        applied; unload models whose directory is gone."""
+        snapshot = self._snapshot()
+        for name, current in snapshot.items():
+            stable = self._previous.get(name) == current
+            if stable and self._applied.get(name) != current:
+                self._applied[name] = current
+                try:
+                    await self._models.load(name)
+                except TensorgateError as error:
+                    log.error("poll: model '%s' not loaded: %s", name, error)
+        for name in set(self._applied) - set(snapshot):
+            del self._applied[name]
+            try:
+                await self._models.unload(name)
+            except TensorgateError as error:
+                log.error("poll: model '%s' not unloaded: %s", name, error)
+        self._previous = snapshot
+        self.scans += 1
+        log.debug("repository scan %d done", self.scans)
+
+    def _snapshot(self) -> dict[str, ModelFingerprint]:
+        try:
+            sources = repository.discover(self._root)
+        except OSError as error:
+            log.error("poll: cannot read the model repository: %s", error)
+            return dict(self._previous)
+        snapshot = {}
+        for name, source in sources.items():
+            try:
+                snapshot[name] = repository.fingerprint(source)
+            except OSError:
+                continue  # a file vanished mid-scan: treat the model as unstable this round
+        return snapshot
