@@ -137,15 +137,17 @@ class ModelManager:
                 continue
             loaded_from[version] = origin
         serving = self._registry.serving(name)
-        if not serving:
+        if failures:
+            # Whatever served before keeps serving; nothing is retired on a failed load.
+            still = ", ".join(str(v) for v in sorted(serving)) or "none"
             raise ModelLoadError(
-                f"model '{name}' has no version that loaded: "
+                f"model '{name}': "
                 + "; ".join(str(error) for error in failures)
+                + f" (versions serving: {still})"
             )
-        if any(version in serving for version in wanted):
-            for version in set(serving) - set(wanted):
-                await self._retire(name, version)
-                loaded_from.pop(version, None)
+        for version in set(serving) - set(wanted):
+            await self._retire(name, version)
+            loaded_from.pop(version, None)
 
     async def _load_version(
         self,
