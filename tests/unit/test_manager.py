@@ -67,7 +67,7 @@ async def test_a_new_version_is_published_then_the_old_one_retired(tmp_path: Pat
     await setup.manager.load("m")
     assert await setup.infer() == (2, 2.0)
     assert setup.state(1) == (ModelState.UNAVAILABLE, "unloaded")
-    with pytest.raises(ModelNotReadyError, match="version 1 is not ready .*unloaded"):
+    with pytest.raises(ModelNotReadyError, match=r"version 1 is not ready .*unloaded"):
         setup.registry.resolve("m", "1")
 
 
@@ -162,7 +162,7 @@ async def test_unload_finishes_queued_requests_then_refuses_new_ones(tmp_path: P
     assert setup.registry.resolve("m").scheduler.queued_requests == 3
     await setup.manager.unload("m")
     assert await asyncio.gather(*queued) == [(1, 1.0)] * 3
-    with pytest.raises(ModelNotReadyError, match="no ready version .*unloaded"):
+    with pytest.raises(ModelNotReadyError, match=r"no ready version .*unloaded"):
         await setup.infer()
     assert await setup.health_of("m") == NOT_SERVING
     assert setup.registry.is_unloaded("m")
