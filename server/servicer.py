@@ -31,7 +31,7 @@ from server.stats import Duration, ModelStats
 
 SERVER_NAME = "tensorgate"
 # Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).
-EXTENSIONS = ("model_configuration", "statistics", "schedule_policy")
+EXTENSIONS = ("model_configuration", "model_repository", "statistics", "schedule_policy")
 
 
 class ServerState:
