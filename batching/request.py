@@ -29,6 +29,8 @@ class PendingRequest:
     delay_at_s: float | None = None
     delayed: bool = False
     queued: bool = field(default=False)
+    # Opaque to the scheduler: handed back in the BatchReport (the server's request span).
+    trace: object | None = None
 
     @property
     def live(self) -> bool:

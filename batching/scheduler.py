@@ -116,16 +116,19 @@ class Scheduler:
         priority_level: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
+        trace: object | None = None,
     ) -> Outputs:
         """Queue one request and wait for its outputs.
 
         priority_level 0 means the default level; timeout_us 0 means the queue policy's default.
         deadline_s is the caller's own deadline on this scheduler's clock (a gRPC deadline).
+        trace is handed back, untouched, in the report of the batch the request runs in.
         Cancelling the awaiting task drops the request if its batch has not started.
         """
         if not self._accepting:
             raise ShuttingDownError(f"model '{self.model_name}' is shutting down")
         request = self._make_request(inputs, output_names, priority_level, timeout_us, deadline_s)
+        request.trace = trace
         if self._slo is not None and self._slo.would_miss(self._queues.live_rows, request.rows):
             raise QueueFullError(
                 f"model '{self.model_name}' cannot answer within its latency target of "
@@ -371,7 +374,17 @@ class Scheduler:
         if self._slo is not None and succeeded:
             self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
         self._observer.batch_completed(
-            BatchReport(rows, queue_s, assemble_s, infer_s, split_s, succeeded)
+            BatchReport(
+                rows,
+                queue_s,
+                assemble_s,
+                infer_s,
+                split_s,
+                succeeded,
+                started_s=started,
+                finished_s=clock.now(),
+                traces=tuple(request.trace for request in batch),
+            )
         )
         self._release(sequence, list(zip(batch, results, strict=True)))
 

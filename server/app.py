@@ -7,20 +7,24 @@ stops accepting, lets in-flight calls finish within the grace period, then unloa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import SpanProcessor
 
 from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server.loader import LoadOptions
 from server.manager import ModelManager
+from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
 from server.registry import ModelRegistry
 from server.servicer import InferenceServicer, ServerState
 from server.settings import ServerSettings
+from server.tracing import Tracing
 from server.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
@@ -48,15 +52,27 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
 
 
 class TensorgateServer:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(
+        self, settings: ServerSettings, span_processors: Sequence[SpanProcessor] = ()
+    ) -> None:
+        """span_processors receive every span in addition to the configured exporter (tests
+        pass an in-memory exporter here)."""
         self.settings = settings
         self.registry = ModelRegistry()
         self.state = ServerState()
         self.health = HealthServicer()
+        self.metrics = ServerMetrics() if settings.metrics_enabled else None
+        self.tracing = Tracing(
+            settings.trace_exporter, settings.trace_sample_ratio, processors=span_processors
+        )
         self.models = ModelManager(
             self.registry,
             self.health,
-            LoadOptions(default_max_batch_size=settings.default_max_batch_size),
+            LoadOptions(
+                default_max_batch_size=settings.default_max_batch_size,
+                metrics=self.metrics,
+                tracing=self.tracing,
+            ),
             settings.model_repository,
         )
         self.watcher = (
@@ -66,6 +82,7 @@ class TensorgateServer:
         )
         self._server: grpc.aio.Server | None = None
         self.port: int = 0
+        self.metrics_port: int = 0
 
     async def start(self) -> None:
         settings = self.settings
@@ -74,6 +91,10 @@ class TensorgateServer:
             settings.model_repository,
             settings.model_control_mode,
         )
+        if self.metrics is not None:
+            self.metrics.add_collector(ModelStateCollector(self._model_rows))
+            self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)
         for name in self._models_to_load_at_start():
             try:
                 await self.models.load(name)
@@ -90,6 +111,8 @@ class TensorgateServer:
                 self.state,
                 self.models,
                 explicit_control=settings.model_control_mode == "explicit",
+                tracing=self.tracing,
+                metrics=self.metrics,
             ),
             server,
         )
@@ -121,7 +144,28 @@ class TensorgateServer:
         if self._server is not None:
             await self._server.stop(grace_s)
         await self.models.unload_all()
+        self.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped")
+
+    def _model_rows(self) -> list[ModelRow]:
+        """Model versions for the metrics collector; runs on the metrics HTTP thread, so it
+        copies what it reads and gives up on a registry that changed under it."""
+        rows = []
+        try:
+            for name in self.registry.names():
+                for version, entry in self.registry.entries(name).items():
+                    model = entry.model
+                    depths: tuple[tuple[int, int], ...] = ()
+                    if model is not None:
+                        levels = range(1, model.scheduler.config.priority_levels + 1)
+                        depths = tuple((lvl, model.scheduler.queue_depth(lvl)) for lvl in levels)
+                    in_flight = model.in_flight if model is not None else 0
+                    rows.append(ModelRow(name, version, entry.state.value, depths, in_flight))
+        except RuntimeError:  # a dict changed size mid-read: report what was read
+            log.debug("model registry changed during a metrics scrape")
+        return rows
 
     def _models_to_load_at_start(self) -> list[str]:
         on_disk = self.models.model_names_on_disk()

@@ -31,6 +31,20 @@ def _log_level(text: str) -> str:
 
 
 CONTROL_MODES = ("none", "poll", "explicit")
+TRACE_EXPORTERS = ("none", "console", "otlp")
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError("expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def _trace_exporter(text: str) -> str:
+    if text not in TRACE_EXPORTERS:
+        raise ValueError(f"trace exporter must be one of {', '.join(TRACE_EXPORTERS)}")
+    return text
 
 
 def _control_mode(text: str) -> str:
@@ -128,6 +142,26 @@ _SERVE_OPTIONS = (
         "how long the server waits for a ping answer before closing the connection",
     ),
     _Option("--log-level", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    _Option("--metrics", "metrics_enabled", _boolean, "serve Prometheus metrics (true/false)"),
+    _Option(
+        "--metrics-port",
+        "metrics_port",
+        int,
+        "port of the Prometheus /metrics endpoint (0 picks a free one)",
+    ),
+    _Option(
+        "--trace-exporter",
+        "trace_exporter",
+        _trace_exporter,
+        "OpenTelemetry traces of inference requests: none, console, or otlp (the standard "
+        "OTEL_EXPORTER_OTLP_* variables configure it)",
+    ),
+    _Option(
+        "--trace-sample-ratio",
+        "trace_sample_ratio",
+        float,
+        "fraction of new traces to sample; a caller's sampled traceparent is always followed",
+    ),
 )
 
 
@@ -182,13 +216,26 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from(args, dict(os.environ))
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(settings)
     if args.command == "serve":
         asyncio.run(_serve(settings))
     return 0
+
+
+def _configure_logging(settings: ServerSettings) -> None:
+    if settings.trace_exporter == "none":
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return
+    from server.tracing import TraceIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [trace %(trace_id)s]: %(message)s")
+    )
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
 
 
 async def _serve(settings: ServerSettings) -> None:

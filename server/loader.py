@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+from batching.observer import BatchObserver, FanOut
 from batching.scheduler import Scheduler
 from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntime
 from server import model_config
 from server._proto import model_config_pb2 as mc
+from server.metrics import NullModelMetrics, ServerMetrics
 from server.model import ServedModel
 from server.repository import ModelSource
 from server.stats import ModelStats
+from server.tracing import Tracing
 from server.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -25,9 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Server-wide defaults that apply when a model's config leaves them out."""
+    """Server-wide defaults that apply when a model's config leaves them out, and the
+    instruments every loaded version reports to."""
 
     default_max_batch_size: int = 32
+    metrics: ServerMetrics | None = None
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 def read_given_config(source: ModelSource) -> mc.ModelConfig | None:
@@ -52,10 +59,20 @@ async def load_version(
     source: ModelSource, version: int, given: mc.ModelConfig | None, options: LoadOptions
 ) -> ServedModel:
     """Load one version: runtimes on a thread, then a started scheduler. Raises ModelLoadError."""
+    started = time.monotonic()
     config, instances = await asyncio.to_thread(_build_instances, source, version, given, options)
     stats = ModelStats()
+    metrics = (
+        options.metrics.for_model(source.name, version) if options.metrics else NullModelMetrics()
+    )
+    observers: list[BatchObserver] = [stats, metrics]
+    if options.tracing.enabled:
+        observers.append(options.tracing.batch_observer(source.name, version))
     scheduler = Scheduler(
-        source.name, instances, model_config.batching_config_of(config), observer=stats
+        source.name,
+        instances,
+        model_config.batching_config_of(config),
+        observer=FanOut(*observers),
     )
     await scheduler.start()
     model = ServedModel(
@@ -66,7 +83,9 @@ async def load_version(
         instances=tuple(instances),
         scheduler=scheduler,
         stats=stats,
+        metrics=metrics,
     )
+    metrics.loaded(time.monotonic() - started)
     log.info(
         "loaded model '%s' version %d on %s: %d instance(s), max_batch_size %d%s",
         source.name,

@@ -1,9 +1,10 @@
-"""One served model version: its config, runtime instances, scheduler and statistics."""
+"""One served model version: its config, runtime instances, scheduler and instruments."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import numpy as np
 
@@ -11,12 +12,13 @@ from batching.scheduler import Scheduler
 from runtimes.base import Runtime
 from server._proto import model_config_pb2 as mc
 from server.inference import InferenceRequest
+from server.metrics import ModelMetrics, NullModelMetrics, outcome_of
 from server.model_config import ModelSignature
 from server.stats import ModelStats
 from server.validation import validate_inputs, validate_requested_outputs
 
 
-@dataclass
+@dataclass(eq=False)
 class ServedModel:
     """A loaded, running model version. `infer` is the core of the ModelInfer RPC."""
 
@@ -27,36 +29,42 @@ class ServedModel:
     instances: tuple[Runtime, ...]
     scheduler: Scheduler
     stats: ModelStats = field(default_factory=ModelStats)
+    metrics: ModelMetrics | NullModelMetrics = field(default_factory=NullModelMetrics)
+    in_flight: int = 0
 
     @property
     def device(self) -> str:
         return self.instances[0].metadata().device
 
+    def observe_request(self) -> RequestObservation:
+        """Times a whole request (decode to encode) into statistics and metrics, with its
+        outcome taken from the exception that ends it, if any."""
+        return RequestObservation(self)
+
     async def infer(
-        self, request: InferenceRequest, deadline_s: float | None = None
+        self,
+        request: InferenceRequest,
+        deadline_s: float | None = None,
+        trace: object | None = None,
     ) -> dict[str, np.ndarray]:
         """Validate, queue and run one request; outputs come back in the order to encode them.
 
-        deadline_s is the caller's deadline on the monotonic clock, or None.
+        deadline_s is the caller's deadline on the monotonic clock, or None; trace is the
+        request's span, handed to the batch that runs it.
         """
-        started = time.monotonic()
-        try:
-            validate_inputs(self.name, self.signature, request.inputs)
-            output_names = validate_requested_outputs(
-                self.name, self.signature, request.requested_outputs
-            )
-            inputs = self.instances[0].prepare(request.inputs)
-            outputs = await self.scheduler.submit(
-                inputs,
-                output_names,
-                priority_level=request.priority,
-                timeout_us=request.timeout_us,
-                deadline_s=deadline_s,
-            )
-        except BaseException:
-            self.stats.request_failed(time.monotonic() - started)
-            raise
-        self.stats.request_succeeded(time.monotonic() - started)
+        validate_inputs(self.name, self.signature, request.inputs)
+        output_names = validate_requested_outputs(
+            self.name, self.signature, request.requested_outputs
+        )
+        inputs = self.instances[0].prepare(request.inputs)
+        outputs = await self.scheduler.submit(
+            inputs,
+            output_names,
+            priority_level=request.priority,
+            timeout_us=request.timeout_us,
+            deadline_s=deadline_s,
+            trace=trace,
+        )
         return {name: outputs[name] for name in output_names}
 
     async def stop(self) -> None:
@@ -64,3 +72,30 @@ class ServedModel:
         await self.scheduler.stop()
         for instance in self.instances:
             instance.close()
+
+
+class RequestObservation:
+    __slots__ = ("_model", "_started")
+
+    def __init__(self, model: ServedModel) -> None:
+        self._model = model
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.monotonic()
+        self._model.in_flight += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        seconds = time.monotonic() - self._started
+        model = self._model
+        model.in_flight -= 1
+        if error is None:
+            model.stats.request_succeeded(seconds)
+        else:
+            model.stats.request_failed(seconds)
+        model.metrics.request_finished(outcome_of(error), seconds)

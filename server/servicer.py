@@ -25,9 +25,11 @@ from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
 from server.manager import ModelManager
+from server.metrics import ServerMetrics
 from server.model import ServedModel
 from server.registry import ModelRegistry
 from server.stats import Duration, ModelStats
+from server.tracing import Tracing
 
 SERVER_NAME = "tensorgate"
 # Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).
@@ -49,11 +51,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         models: ModelManager,
         *,
         explicit_control: bool,
+        tracing: Tracing | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._state = state
         self._models = models
         self._explicit_control = explicit_control
+        self._tracing = tracing or Tracing()
+        self.record_call = metrics.grpc_call if metrics else _ignore_call
 
     # health and metadata -----------------------------------------------------------------------
 
@@ -131,11 +137,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not self._state.accepting:
             raise ShuttingDownError("server is shutting down")
         model = self._registry.resolve(request.model_name, request.model_version)
-        inference = codec.decode_infer_request(request)
-        remaining_s = context.time_remaining()
-        deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
-        outputs = await model.infer(inference, deadline_s)
-        return codec.encode_infer_response(model.name, str(model.version), request.id, outputs)
+        tracing = self._tracing
+        with (
+            model.observe_request(),
+            tracing.request(context, model.name, model.version, request.id) as span,
+        ):
+            with tracing.span("decode"):
+                inference = codec.decode_infer_request(request)
+            remaining_s = context.time_remaining()
+            deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
+            outputs = await model.infer(inference, deadline_s, span)
+            with tracing.span("encode"):
+                return codec.encode_infer_response(
+                    model.name, str(model.version), request.id, outputs
+                )
 
     @status.streaming
     async def ModelStreamInfer(
@@ -211,6 +226,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     async def LogSettings(self, request: object, context: object):
         raise UnsupportedError("log settings are not supported yet")
+
+
+def _ignore_call(method: str, code: str) -> None:
+    pass
 
 
 def _config_override(

@@ -24,6 +24,10 @@ class ServerSettings:
     default_max_batch_size: int = 32
     grace_period_s: float = 30.0
     log_level: str = "INFO"
+    metrics_enabled: bool = True
+    metrics_port: int = 8002
+    trace_exporter: str = "none"  # none, console, or otlp (OTEL_EXPORTER_OTLP_* settings apply)
+    trace_sample_ratio: float = 1.0
     # Connections older than this are closed (after a grace for in-flight calls), so clients
     # behind a load balancer reconnect and spread over replicas. 0 keeps connections forever.
     max_connection_age_s: float = 0.0

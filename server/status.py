@@ -36,19 +36,28 @@ def _log_unexpected(method: str, error: BaseException) -> None:
 
 
 def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Wrap a unary RPC method so every exception leaves as a precise status."""
+    """Wrap a unary RPC method so every exception leaves as a precise status. The servicer's
+    `record_call(method, code)` (if it has one) counts every call by its outcome."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        record = self.record_call
         try:
-            return await method(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            response = await method(self, request, context)
+        except asyncio.CancelledError:
+            record(name, "CANCELLED")
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception as error:
-            _log_unexpected(method.__name__, error)
+            _log_unexpected(name, error)
             code, message = status_of(error)
+            record(name, code.name)
             await context.abort(code, message)
             raise  # abort() raises; this line only satisfies type checkers
+        record(name, "OK")
+        return response
 
     return wrapper
 

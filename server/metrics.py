@@ -1,0 +1,273 @@
+"""Prometheus metrics: one CollectorRegistry per server instance (never the global one).
+
+Per-request and per-batch updates go through children bound once per model version, so the hot
+path does no label lookups. Queue depths, requests in flight and model states are read when
+Prometheus scrapes, by a collector, so they cost the request path nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from batching.observer import BatchReport
+from runtimes.errors import ErrorKind, TensorgateError
+
+log = logging.getLogger(__name__)
+
+# Request outcomes, by the error kind that ended the request; any other kind counts as internal.
+SUCCESS = "success"
+INTERNAL = "internal"
+OUTCOME_OF_KIND = {
+    ErrorKind.INVALID_ARGUMENT: "invalid_input",
+    ErrorKind.RESOURCE_EXHAUSTED: "queue_full",
+    ErrorKind.DEADLINE_EXCEEDED: "timeout",
+    ErrorKind.CANCELLED: "cancelled",
+    ErrorKind.UNAVAILABLE: "unavailable",
+    ErrorKind.UNIMPLEMENTED: "unsupported",
+}
+OUTCOMES = (SUCCESS, INTERNAL, *sorted(OUTCOME_OF_KIND.values()))
+
+# Latency buckets from 100 us to 10 s; batch sizes as powers of two up to 1024.
+_SECONDS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def outcome_of(error: BaseException | None) -> str:
+    if error is None:
+        return SUCCESS
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(error, TensorgateError):
+        return OUTCOME_OF_KIND.get(error.kind, INTERNAL)
+    return INTERNAL
+
+
+class ModelMetrics:
+    """A model version's metric children; implements batching's BatchObserver."""
+
+    def __init__(self, metrics: ServerMetrics, name: str, version: str) -> None:
+        labels = (name, version)
+        self._requests = {o: metrics.requests.labels(*labels, o) for o in OUTCOMES}
+        self._request_seconds = metrics.request_seconds.labels(*labels)
+        self._queue_seconds = metrics.queue_seconds.labels(*labels)
+        self._compute_seconds = metrics.compute_seconds.labels(*labels)
+        self._batch_rows = metrics.batch_rows.labels(*labels)
+        self._inferences = metrics.inferences.labels(*labels)
+        self._executions = metrics.executions.labels(*labels)
+        self._load_seconds = metrics.load_seconds.labels(*labels)
+
+    def request_finished(self, outcome: str, seconds: float) -> None:
+        self._requests[outcome].inc()
+        self._request_seconds.observe(seconds)
+
+    def batch_completed(self, report: BatchReport) -> None:
+        if not report.succeeded:
+            return
+        for queued in report.queue_s:
+            self._queue_seconds.observe(queued)
+        self._compute_seconds.observe(report.infer_s)
+        self._batch_rows.observe(report.batch_rows)
+        self._inferences.inc(report.batch_rows)
+        self._executions.inc()
+
+    def loaded(self, seconds: float) -> None:
+        self._load_seconds.set(seconds)
+
+
+class NullModelMetrics:
+    """Metrics turned off: every update is a no-op."""
+
+    def request_finished(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def batch_completed(self, report: BatchReport) -> None:
+        pass
+
+    def loaded(self, seconds: float) -> None:
+        pass
+
+
+class ServerMetrics:
+    """Every metric family of one server, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        model = ("model", "version")
+        self.requests = Counter(
+            "tensorgate_requests",
+            "Inference requests by outcome",
+            (*model, "outcome"),
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "tensorgate_request_duration_seconds",
+            "Time from receiving an inference request to answering it",
+            model,
+            buckets=_SECONDS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "tensorgate_queue_duration_seconds",
+            "Time a request waited in the scheduler queue",
+            model,
+            buckets=_SECONDS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "tensorgate_compute_duration_seconds",
+            "Time the runtime took to execute one batch",
+            model,
+            buckets=_SECONDS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "tensorgate_batch_size",
+            "Rows in each executed batch",
+            model,
+            buckets=_ROWS,
+            registry=self.registry,
+        )
+        self.inferences = Counter(
+            "tensorgate_inferences", "Rows inferred", model, registry=self.registry
+        )
+        self.executions = Counter(
+            "tensorgate_executions", "Batches executed", model, registry=self.registry
+        )
+        self.load_seconds = Gauge(
+            "tensorgate_model_load_duration_seconds",
+            "How long the last load of a model version took",
+            model,
+            registry=self.registry,
+        )
+        self.grpc_calls = Counter(
+            "tensorgate_grpc_calls",
+            "gRPC calls by method and status code",
+            ("method", "code"),
+            registry=self.registry,
+        )
+        self._call_children: dict[tuple[str, str], Counter] = {}
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        _register_gpu_collector(self.registry)
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def for_model(self, name: str, version: int) -> ModelMetrics:
+        return ModelMetrics(self, name, str(version))
+
+    def grpc_call(self, method: str, code: str) -> None:
+        child = self._call_children.get((method, code))
+        if child is None:
+            child = self._call_children[(method, code)] = self.grpc_calls.labels(method, code)
+        child.inc()
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose /metrics over HTTP on a background thread; returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = (server, thread)
+        return server.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model version as the scrape-time collector reports it."""
+
+    name: str
+    version: int
+    state: str
+    queue_depths: tuple[tuple[int, int], ...]  # (priority level, requests queued)
+    in_flight: int
+
+
+class ModelStateCollector:
+    """Scrape-time gauges: state, queue depth per priority, requests in flight.
+
+    `rows` is called on the HTTP thread; it must copy what it reads.
+    """
+
+    def __init__(self, rows: Callable[[], list[ModelRow]]) -> None:
+        self._rows = rows
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "tensorgate_model_state",
+            "1 for the state each model version is in",
+            labels=("model", "version", "state"),
+        )
+        depth = GaugeMetricFamily(
+            "tensorgate_queue_depth",
+            "Requests waiting in a model version's queue, per priority level",
+            labels=("model", "version", "priority"),
+        )
+        in_flight = GaugeMetricFamily(
+            "tensorgate_requests_in_flight",
+            "Inference requests being handled by a model version",
+            labels=("model", "version"),
+        )
+        for row in self._rows():
+            name, version = row.name, str(row.version)
+            for candidate in ("LOADING", "READY", "UNLOADING", "UNAVAILABLE"):
+                state.add_metric((name, version, candidate), 1.0 if row.state == candidate else 0.0)
+            for level, queued in row.queue_depths:
+                depth.add_metric((name, version, str(level)), float(queued))
+            in_flight.add_metric((name, version), float(row.in_flight))
+        yield from (state, depth, in_flight)
+
+
+def _register_gpu_collector(registry: CollectorRegistry) -> None:
+    """GPU utilisation and memory through NVML, when pynvml and a GPU are present."""
+    try:
+        import pynvml  # optional dependency
+
+        pynvml.nvmlInit()
+    except Exception:
+        return
+    registry.register(_GpuCollector(pynvml))
+
+
+class _GpuCollector:
+    def __init__(self, nvml: object) -> None:
+        self._nvml = nvml
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nvml = self._nvml
+        utilisation = GaugeMetricFamily(
+            "tensorgate_gpu_utilization_ratio", "GPU busy fraction", labels=("gpu",)
+        )
+        used = GaugeMetricFamily(
+            "tensorgate_gpu_memory_used_bytes", "GPU memory in use", labels=("gpu",)
+        )
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            utilisation.add_metric(
+                (str(index),), nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100
+            )
+            used.add_metric((str(index),), float(nvml.nvmlDeviceGetMemoryInfo(handle).used))
+        yield from (utilisation, used)

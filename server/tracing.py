@@ -1,0 +1,169 @@
+"""OpenTelemetry traces for inference requests.
+
+One TracerProvider per server instance (never the global one). A ModelInfer call gets a server
+span that continues the caller's W3C traceparent, with child spans for decode, queue wait and
+encode; each executed batch gets its own span linked to every request span it served, and each
+request span records the size of the batch it ran in. With the exporter "none" nothing is
+created at all, so tracing costs the request path nothing when it is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from batching.observer import BatchReport
+from server.metrics import SUCCESS, outcome_of
+
+EXPORTERS = ("none", "console", "otlp")
+# Monotonic seconds (the scheduler's clock) to epoch nanoseconds (OpenTelemetry's timestamps).
+_EPOCH_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+_NOTHING = contextlib.nullcontext()
+
+
+class HasMetadata(Protocol):
+    def invocation_metadata(self) -> Sequence[tuple[str, Any]] | None: ...
+
+
+def _epoch_ns(monotonic_s: float) -> int:
+    return int(monotonic_s * 1e9) + _EPOCH_OFFSET_NS
+
+
+class Tracing:
+    def __init__(
+        self,
+        exporter: str = "none",
+        sample_ratio: float = 1.0,
+        processors: Sequence[SpanProcessor] = (),
+    ) -> None:
+        self.enabled = exporter != "none" or bool(processors)
+        self._provider: TracerProvider | None = None
+        if not self.enabled:
+            return
+        provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+            resource=Resource.create({"service.name": "tensorgate"}),
+        )
+        if exporter == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif exporter == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
+        for processor in processors:
+            provider.add_span_processor(processor)
+        self._provider = provider
+        self._tracer = provider.get_tracer("tensorgate")
+        self._propagator = TraceContextTextMapPropagator()
+
+    def request(
+        self, call: HasMetadata, model: str, version: int, request_id: str
+    ) -> contextlib.AbstractContextManager[trace.Span | None]:
+        """The server span of one inference request, current for the duration of the block;
+        its parent is the caller's traceparent from the call's metadata."""
+        if not self.enabled:
+            return _NOTHING
+        return self._request_span(call.invocation_metadata(), model, version, request_id)
+
+    @contextlib.contextmanager
+    def _request_span(
+        self, metadata: Sequence[tuple[str, Any]] | None, model: str, version: int, request_id: str
+    ) -> Iterator[trace.Span]:
+        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
+        parent = self._propagator.extract(carrier)
+        attributes = {"tensorgate.model": model, "tensorgate.version": str(version)}
+        if request_id:
+            attributes["tensorgate.request_id"] = request_id
+        with self._tracer.start_as_current_span(
+            "ModelInfer",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except BaseException as error:
+                span.set_attribute("tensorgate.outcome", outcome_of(error))
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+            span.set_attribute("tensorgate.outcome", SUCCESS)
+
+    def span(self, name: str) -> contextlib.AbstractContextManager[object]:
+        """A child of the current request span (decode, encode)."""
+        if not self.enabled:
+            return _NOTHING
+        return self._tracer.start_as_current_span(name)
+
+    def batch_observer(self, model: str, version: int) -> BatchSpans:
+        return BatchSpans(self._tracer if self.enabled else None, model, version)
+
+    def shutdown(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()
+
+
+class BatchSpans:
+    """A BatchObserver that turns each executed batch into a span linked to its requests."""
+
+    def __init__(self, tracer: trace.Tracer | None, model: str, version: int) -> None:
+        self._tracer = tracer
+        self._attributes = {"tensorgate.model": model, "tensorgate.version": str(version)}
+
+    def batch_completed(self, report: BatchReport) -> None:
+        spans = [span for span in report.traces if span is not None]
+        if self._tracer is None or not spans:
+            return
+        started_ns = _epoch_ns(report.started_s)
+        batch = self._tracer.start_span(
+            "batch",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            start_time=started_ns,
+            links=[Link(span.get_span_context()) for span in spans],
+            attributes={
+                **self._attributes,
+                "tensorgate.batch_size": report.batch_rows,
+                "tensorgate.requests": len(report.traces),
+                "tensorgate.outcome": SUCCESS if report.succeeded else "failed",
+            },
+        )
+        batch.end(end_time=_epoch_ns(report.finished_s))
+        for span, queued_s in zip(report.traces, report.queue_s, strict=True):
+            if span is None:
+                continue
+            span.set_attribute("tensorgate.batch_size", report.batch_rows)
+            queue = self._tracer.start_span(
+                "queue",
+                context=trace.set_span_in_context(span),
+                start_time=started_ns - int(queued_s * 1e9),
+            )
+            queue.end(end_time=started_ns)
+
+
+def _otlp_exporter() -> object:
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise RuntimeError(
+            "--trace-exporter otlp needs the package opentelemetry-exporter-otlp-proto-grpc"
+        ) from exc
+    return OTLPSpanExporter()
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds `trace_id` to every log record: the current span's, or '-' outside a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else "-"
+        return True
