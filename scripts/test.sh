@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install_dev.sh
-.venv/bin/python -m pytest tests/unit "$@"
+.venv/bin/python -m pytest tests/unit tests/inprocess "$@"
 .venv/bin/python -m pytest tests/integration "$@"
