@@ -6,6 +6,7 @@ stops accepting, lets in-flight calls finish within the grace period, then unloa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -162,7 +163,16 @@ class TensorgateServer:
                         levels = range(1, model.scheduler.config.priority_levels + 1)
                         depths = tuple((lvl, model.scheduler.queue_depth(lvl)) for lvl in levels)
                     in_flight = model.in_flight if model is not None else 0
-                    rows.append(ModelRow(name, version, entry.state.value, depths, in_flight))
+                    row = ModelRow(name, version, entry.state.value, depths, in_flight)
+                    if model is not None and model.drift is not None:
+                        scores = model.drift.scores()
+                        row = dataclasses.replace(
+                            row,
+                            drift_scores=tuple((s.feature, s.psi, s.ks) for s in scores),
+                            drift_alert=model.drift.alert(scores),
+                            drift_window_rows=model.drift.window_rows,
+                        )
+                    rows.append(row)
         except RuntimeError:  # a dict changed size mid-read: report what was read
             log.debug("model registry changed during a metrics scrape")
         return rows

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=option.field.split("_")[-1].upper(),
             help=f"{option.help} [env {option.env}; default {default}]",
         )
+    profile = commands.add_parser(
+        "profile",
+        help="build a model's drift reference profile from a sample file",
+        description="Run a sample of typical inputs (.npz with one array per input, or .npy "
+        "for a one-input model) through a model and write the drift reference profile of its "
+        "inputs and outputs, by default to <model>/drift_profile.json, where the server reads "
+        "it when the model sets the parameter drift_sample_ratio.",
+    )
+    profile.add_argument("--model", required=True, help="model name in the repository")
+    profile.add_argument("--version", type=int, default=None, help="default: the highest")
+    profile.add_argument("--input", required=True, type=Path, help=".npz or .npy sample")
+    profile.add_argument("--output", type=Path, default=None, help="where to write the profile")
+    profile.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="default: $TENSORGATE_MODEL_REPOSITORY or the bundled example models",
+    )
     return parser
 
 
@@ -215,10 +234,30 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSe
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "profile":
+        return _profile(args)
     settings = settings_from(args, dict(os.environ))
     _configure_logging(settings)
     if args.command == "serve":
         asyncio.run(_serve(settings))
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from runtimes.errors import TensorgateError
+    from server.profiling import DEFAULT_PROFILE_NAME, build_profile
+
+    repository = args.model_repository or Path(
+        os.environ.get("TENSORGATE_MODEL_REPOSITORY", ServerSettings().model_repository)
+    )
+    try:
+        profile, rows = build_profile(repository, args.model, args.version, args.input)
+    except (TensorgateError, OSError, ValueError) as error:
+        print(f"tensorgate profile: {error}", file=sys.stderr)
+        return 2
+    output = args.output or repository / args.model / DEFAULT_PROFILE_NAME
+    output.write_text(profile.to_json(), encoding="utf-8")
+    print(f"profiled {len(profile.features)} features over {rows} rows: {output}")
     return 0
 
 

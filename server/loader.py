@@ -17,6 +17,7 @@ from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntime
 from server import model_config
 from server._proto import model_config_pb2 as mc
+from server.drift import DriftMonitor, load_profile
 from server.metrics import NullModelMetrics, ServerMetrics
 from server.model import ServedModel
 from server.repository import ModelSource
@@ -86,6 +87,10 @@ async def load_version(
         metrics=metrics,
     )
     metrics.loaded(time.monotonic() - started)
+    drift = model_config.drift_settings_of(config, source.path)
+    if drift is not None:
+        profile = load_profile(drift.profile_path) if drift.profile_path else None
+        model.drift = DriftMonitor(drift, profile)
     log.info(
         "loaded model '%s' version %d on %s: %d instance(s), max_batch_size %d%s",
         source.name,

@@ -204,6 +204,10 @@ class ModelRow:
     state: str
     queue_depths: tuple[tuple[int, int], ...]  # (priority level, requests queued)
     in_flight: int
+    # Drift monitoring, when the model has it on: (feature, PSI, KS) and the alert.
+    drift_scores: tuple[tuple[str, float, float], ...] = ()
+    drift_alert: bool | None = None
+    drift_window_rows: int = 0
 
 
 class ModelStateCollector:
@@ -231,6 +235,7 @@ class ModelStateCollector:
             "Inference requests being handled by a model version",
             labels=("model", "version"),
         )
+        drift = _DriftFamilies()
         for row in self._rows():
             name, version = row.name, str(row.version)
             for candidate in ("LOADING", "READY", "UNLOADING", "UNAVAILABLE"):
@@ -238,7 +243,42 @@ class ModelStateCollector:
             for level, queued in row.queue_depths:
                 depth.add_metric((name, version, str(level)), float(queued))
             in_flight.add_metric((name, version), float(row.in_flight))
-        yield from (state, depth, in_flight)
+            drift.add(row)
+        yield from (state, depth, in_flight, *drift.families())
+
+
+class _DriftFamilies:
+    def __init__(self) -> None:
+        labels = ("model", "version", "feature")
+        self.psi = GaugeMetricFamily(
+            "tensorgate_drift_psi", "Population stability index of a feature", labels=labels
+        )
+        self.ks = GaugeMetricFamily(
+            "tensorgate_drift_ks", "Kolmogorov-Smirnov statistic of a feature", labels=labels
+        )
+        self.alert = GaugeMetricFamily(
+            "tensorgate_drift_alert",
+            "1 when some feature's PSI is over the model's threshold",
+            labels=("model", "version"),
+        )
+        self.window = GaugeMetricFamily(
+            "tensorgate_drift_window_rows",
+            "Rows in the drift window compared with the reference",
+            labels=("model", "version"),
+        )
+
+    def add(self, row: ModelRow) -> None:
+        if row.drift_alert is None:
+            return
+        name, version = row.name, str(row.version)
+        for feature, psi, ks in row.drift_scores:
+            self.psi.add_metric((name, version, feature), psi)
+            self.ks.add_metric((name, version, feature), ks)
+        self.alert.add_metric((name, version), 1.0 if row.drift_alert else 0.0)
+        self.window.add_metric((name, version), float(row.drift_window_rows))
+
+    def families(self) -> tuple[GaugeMetricFamily, ...]:
+        return (self.psi, self.ks, self.alert, self.window)
 
 
 def _register_gpu_collector(registry: CollectorRegistry) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from batching.scheduler import Scheduler
 from runtimes.base import Runtime
 from server._proto import model_config_pb2 as mc
+from server.drift import DriftMonitor
 from server.inference import InferenceRequest
 from server.metrics import ModelMetrics, NullModelMetrics, outcome_of
 from server.model_config import ModelSignature
@@ -30,6 +31,7 @@ class ServedModel:
     scheduler: Scheduler
     stats: ModelStats = field(default_factory=ModelStats)
     metrics: ModelMetrics | NullModelMetrics = field(default_factory=NullModelMetrics)
+    drift: DriftMonitor | None = None
     in_flight: int = 0
 
     @property
@@ -65,13 +67,18 @@ class ServedModel:
             deadline_s=deadline_s,
             trace=trace,
         )
-        return {name: outputs[name] for name in output_names}
+        ordered = {name: outputs[name] for name in output_names}
+        if self.drift is not None:
+            self.drift.offer(request.inputs, ordered)
+        return ordered
 
     async def stop(self) -> None:
         """Finish queued work, then release the runtime sessions."""
         await self.scheduler.stop()
         for instance in self.instances:
             instance.close()
+        if self.drift is not None:
+            self.drift.close()
 
 
 class RequestObservation:

@@ -18,6 +18,7 @@ from runtimes.base import RuntimeMetadata, TensorSpec
 from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntimeOptions
 from server._proto import model_config_pb2 as mc
+from server.drift import DriftSettings
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
@@ -31,6 +32,12 @@ SLICE_OUTPUTS = "slice_outputs"  # comma-separated outputs cut back to each requ
 PAD_VALUE = "pad_value"
 LATENCY_TARGET_P99_US = "latency_target_p99_us"
 INLINE_COMPUTE_THRESHOLD_US = "inline_compute_threshold_us"
+DRIFT_SAMPLE_RATIO = "drift_sample_ratio"  # > 0 turns drift monitoring on
+DRIFT_WINDOW_ROWS = "drift_window_rows"
+DRIFT_PSI_THRESHOLD = "drift_psi_threshold"
+DRIFT_REFERENCE_ROWS = "drift_reference_rows"
+DRIFT_PROFILE = "drift_profile"  # path relative to the model directory
+DEFAULT_DRIFT_PROFILE = "drift_profile.json"
 DEFAULT_INLINE_COMPUTE_THRESHOLD_US = 100
 MAX_QUEUED_REQUESTS = "max_queued_requests"
 KNOWN_PARAMETERS = frozenset(
@@ -43,6 +50,11 @@ KNOWN_PARAMETERS = frozenset(
         LATENCY_TARGET_P99_US,
         MAX_QUEUED_REQUESTS,
         INLINE_COMPUTE_THRESHOLD_US,
+        DRIFT_SAMPLE_RATIO,
+        DRIFT_WINDOW_ROWS,
+        DRIFT_PSI_THRESHOLD,
+        DRIFT_REFERENCE_ROWS,
+        DRIFT_PROFILE,
     }
 )
 
@@ -296,6 +308,46 @@ def runtime_options_of(config: mc.ModelConfig) -> OnnxRuntimeOptions:
 
 def instance_count_of(config: mc.ModelConfig) -> int:
     return sum(max(1, group.count) for group in config.instance_group) or 1
+
+
+def drift_settings_of(config: mc.ModelConfig, model_dir: Path) -> DriftSettings | None:
+    """Drift monitoring settings, or None when the model does not turn it on."""
+    ratio = _float_parameter(config, DRIFT_SAMPLE_RATIO, 0.0)
+    if ratio <= 0:
+        return None
+    if ratio > 1:
+        raise ModelLoadError(f"model '{config.name}': {DRIFT_SAMPLE_RATIO} must be at most 1")
+    profile_name = (
+        config.parameters[DRIFT_PROFILE].string_value
+        if DRIFT_PROFILE in config.parameters
+        else DEFAULT_DRIFT_PROFILE
+    )
+    profile_path = model_dir / profile_name
+    reference_rows = _int_parameter(config, DRIFT_REFERENCE_ROWS, 0)
+    if not profile_path.is_file() and reference_rows <= 0:
+        raise ModelLoadError(
+            f"model '{config.name}': drift monitoring needs {profile_name} in the model "
+            f"directory (tensorgate profile writes it) or {DRIFT_REFERENCE_ROWS} > 0"
+        )
+    return DriftSettings(
+        sample_ratio=ratio,
+        window_rows=max(1, _int_parameter(config, DRIFT_WINDOW_ROWS, 2000)),
+        psi_threshold=_float_parameter(config, DRIFT_PSI_THRESHOLD, 0.2),
+        reference_rows=reference_rows,
+        profile_path=profile_path if profile_path.is_file() else None,
+    )
+
+
+def _float_parameter(config: mc.ModelConfig, key: str, default: float) -> float:
+    if key not in config.parameters:
+        return default
+    text = config.parameters[key].string_value
+    try:
+        return float(text)
+    except ValueError:
+        raise ModelLoadError(
+            f"model '{config.name}': parameter {key} must be a number, got '{text}'"
+        ) from None
 
 
 def _int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
