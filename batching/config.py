@@ -54,6 +54,8 @@ class BatchingConfig:
     # A batch whose expected compute time is below this runs on the event loop itself: for tiny
     # models the hand-off to a worker thread costs more than the model (0: always a thread).
     inline_compute_threshold_us: int = 0
+    # A batch still running after this long is abandoned: its requests fail (0: no limit).
+    execution_timeout_us: int = 0
 
     def queue_policy(self, priority_level: int) -> QueuePolicy:
         return self.priority_queue_policies.get(priority_level, self.default_queue_policy)

@@ -60,6 +60,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._free: asyncio.Queue[Runtime] = asyncio.Queue()
         self._running: set[asyncio.Task[None]] = set()
+        self._held: set[Runtime] = set()  # instances whose timed-out batch is still running
         self._executor: ThreadPoolExecutor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -97,7 +98,8 @@ class Scheduler:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # A hung batch's thread cannot be joined; do not wait for it.
+            self._executor.shutdown(wait=not self._held)
 
     @property
     def queued_requests(self) -> int:
@@ -369,7 +371,8 @@ class Scheduler:
             error = ModelExecutionError(f"model '{self.model_name}' failed to run the request")
             results = [error] * len(batch)
         finally:
-            self._free.put_nowait(instance)
+            if instance not in self._held:
+                self._free.put_nowait(instance)
         succeeded = not any(isinstance(result, BaseException) for result in results)
         if self._slo is not None and succeeded:
             self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
@@ -398,13 +401,49 @@ class Scheduler:
         if per_row is not None and per_row * rows < threshold_s:
             outputs, seconds = _timed_infer(instance, inputs, output_names)
         else:
-            loop = asyncio.get_running_loop()
-            outputs, seconds = await loop.run_in_executor(
-                self._executor, _timed_infer, instance, inputs, output_names
-            )
+            outputs, seconds = await self._compute_on_thread(instance, inputs, output_names)
         sample = seconds / max(1, rows)
         self._compute_s_per_row = sample if per_row is None else per_row + 0.2 * (sample - per_row)
         return outputs
+
+    async def _compute_on_thread(
+        self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
+    ) -> tuple[Outputs, float]:
+        """Run on a worker thread, giving up after the execution timeout: the batch's requests
+        are then answered, and the instance stays out of service until its thread returns
+        (a thread cannot be stopped), so a hung model fails only its own requests."""
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._executor, _timed_infer, instance, inputs, output_names)
+        timeout_s = self.config.execution_timeout_us / 1e6
+        if not timeout_s:
+            return await work
+        expired = loop.create_future()
+        timer = self._clock.call_at(
+            self._clock.now() + timeout_s, lambda: expired.done() or expired.set_result(None)
+        )
+        try:
+            await asyncio.wait((work, expired), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if work.done():
+            return work.result()
+        self._held.add(instance)
+        work.add_done_callback(lambda _: self._return_held(instance))
+        log.error(
+            "model '%s': a batch ran past the execution timeout of %d us; its instance is out "
+            "of service until it returns",
+            self.model_name,
+            self.config.execution_timeout_us,
+        )
+        raise ModelExecutionError(
+            f"model '{self.model_name}' did not finish the batch within its execution timeout "
+            f"of {self.config.execution_timeout_us} us"
+        )
+
+    def _return_held(self, instance: Runtime) -> None:
+        self._held.discard(instance)
+        log.warning("model '%s': a timed-out batch has returned; instance back", self.model_name)
+        self._free.put_nowait(instance)
 
     def _release(
         self, sequence: int, answers: list[tuple[PendingRequest, Outputs | BaseException]]

@@ -32,6 +32,7 @@ SLICE_OUTPUTS = "slice_outputs"  # comma-separated outputs cut back to each requ
 PAD_VALUE = "pad_value"
 LATENCY_TARGET_P99_US = "latency_target_p99_us"
 INLINE_COMPUTE_THRESHOLD_US = "inline_compute_threshold_us"
+EXECUTION_TIMEOUT_US = "execution_timeout_us"
 DRIFT_SAMPLE_RATIO = "drift_sample_ratio"  # > 0 turns drift monitoring on
 DRIFT_WINDOW_ROWS = "drift_window_rows"
 DRIFT_PSI_THRESHOLD = "drift_psi_threshold"
@@ -50,6 +51,7 @@ KNOWN_PARAMETERS = frozenset(
         LATENCY_TARGET_P99_US,
         MAX_QUEUED_REQUESTS,
         INLINE_COMPUTE_THRESHOLD_US,
+        EXECUTION_TIMEOUT_US,
         DRIFT_SAMPLE_RATIO,
         DRIFT_WINDOW_ROWS,
         DRIFT_PSI_THRESHOLD,
@@ -287,6 +289,7 @@ def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
         inline_compute_threshold_us=_int_parameter(
             config, INLINE_COMPUTE_THRESHOLD_US, DEFAULT_INLINE_COMPUTE_THRESHOLD_US
         ),
+        execution_timeout_us=_int_parameter(config, EXECUTION_TIMEOUT_US, 0),
     )
 
 

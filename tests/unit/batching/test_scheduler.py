@@ -500,3 +500,23 @@ async def test_a_lone_request_goes_at_once_when_requests_arrive_further_apart_th
         call = await h.runtime.next_call()  # no clock advance: it did not wait for the delay
         assert call["x"].ravel().tolist() == [2]
         await second
+
+
+@async_test
+async def test_a_hung_batch_fails_its_requests_at_the_execution_timeout_and_others_go_on() -> None:
+    config = batched(max_batch_size=1, delay_us=0, execution_timeout_us=500_000)
+    async with Harness(config, instances=2, gated=True) as h:
+        hung = h.submit(x(1))
+        await h.runtimes[0].next_call()
+        h.clock.advance(0.5)
+        with pytest.raises(ModelExecutionError, match="within its execution timeout of 500000"):
+            await hung
+        # The hung instance is out of service: the next request goes to the other one.
+        busy = h.submit(x(2))
+        assert (await h.runtimes[1].next_call())["x"].item() == 2
+        # Once the hung call returns, its instance serves again (the other is still busy).
+        h.runtimes[0].gate.set()
+        assert (await h.scheduler.submit(x(3), ["y"]))["y"].item() == 6
+        assert [c["x"].item() for c in h.runtimes[0].calls] == [1, 3]
+        h.runtimes[1].gate.set()
+        await busy
