@@ -39,6 +39,16 @@ class ModelNotFoundError(TensorgateError):
     kind = ErrorKind.NOT_FOUND
 
 
+class RegionNotFoundError(TensorgateError):
+    """A request or call names a shared memory region that is not registered."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class AlreadyExistsError(TensorgateError):
+    kind = ErrorKind.ALREADY_EXISTS
+
+
 class ModelNotReadyError(TensorgateError):
     kind = ErrorKind.UNAVAILABLE
 

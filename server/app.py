@@ -25,6 +25,7 @@ from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
 from server.registry import ModelRegistry
 from server.servicer import InferenceServicer, ServerState
 from server.settings import ServerSettings
+from server.shared_memory import SharedMemoryRegistry
 from server.tracing import Tracing
 from server.watcher import RepositoryWatcher
 
@@ -60,6 +61,7 @@ class TensorgateServer:
         pass an in-memory exporter here)."""
         self.settings = settings
         self.registry = ModelRegistry()
+        self.shared_memory = SharedMemoryRegistry()
         self.state = ServerState()
         self.health = HealthServicer()
         self.metrics = ServerMetrics() if settings.metrics_enabled else None
@@ -114,6 +116,7 @@ class TensorgateServer:
                 explicit_control=settings.model_control_mode == "explicit",
                 tracing=self.tracing,
                 metrics=self.metrics,
+                shared_memory=self.shared_memory,
             ),
             server,
         )
@@ -145,6 +148,7 @@ class TensorgateServer:
         if self._server is not None:
             await self._server.stop(grace_s)
         await self.models.unload_all()
+        self.shared_memory.close()
         self.tracing.shutdown()
         if self.metrics is not None:
             self.metrics.close()

@@ -17,7 +17,8 @@ from runtimes import datatypes
 from runtimes.datatypes import DataType
 from runtimes.errors import InvalidInputError, UnsupportedError
 from server._proto import grpc_service_pb2 as pb
-from server.inference import InferenceRequest
+from server.inference import InferenceRequest, SharedMemoryLocation
+from server.shared_memory import SharedMemoryRegistry
 
 _LENGTH_PREFIX = struct.Struct("<I")
 _SHARED_MEMORY_PARAMETERS = (
@@ -30,13 +31,34 @@ _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 MAX_ELEMENTS = 1 << 31
 
 
-def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
-    """Turn a ModelInferRequest into arrays, checking everything that needs no model config."""
+def decode_infer_request(
+    request: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry | None = None
+) -> InferenceRequest:
+    """Turn a ModelInferRequest into arrays, checking everything that needs no model config.
+
+    Inputs that name a system shared memory region are read (copied) from `shared_memory`;
+    raw_input_contents then holds one entry per other input, in order, as Triton expects.
+    Outputs that name a region are checked against it now and written there on encode.
+    Without a registry, naming a region is UNIMPLEMENTED.
+    """
     raw_contents = request.raw_input_contents
+    locations = {
+        tensor.name: _shared_memory_location(
+            tensor.parameters, f"input '{tensor.name}'", shared_memory
+        )
+        for tensor in request.inputs
+        if tensor.parameters and _uses_shared_memory(tensor.parameters)
+    }
     if raw_contents:
-        if len(raw_contents) != len(request.inputs):
+        direct = len(request.inputs) - len(locations)
+        if len(raw_contents) != direct:
+            described = (
+                f"{direct} inputs outside shared memory"
+                if locations
+                else (f"{len(request.inputs)} inputs")
+            )
             raise InvalidInputError(
-                f"request has {len(request.inputs)} inputs but {len(raw_contents)} "
+                f"request has {described} but {len(raw_contents)} "
                 "raw_input_contents entries; send one raw entry per input, in order"
             )
         typed = [t.name for t in request.inputs if t.HasField("contents")]
@@ -46,26 +68,35 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
                 "raw_input_contents; send all inputs one way"
             )
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
+    raw_index = 0
+    for tensor in request.inputs:
         if tensor.name in inputs:
             raise InvalidInputError(f"input '{tensor.name}' appears more than once")
-        if tensor.parameters:
-            _reject_shared_memory(tensor.parameters, f"input '{tensor.name}'")
         datatype = _datatype(tensor.name, tensor.datatype, "input")
         shape = _shape(tensor.name, tensor.shape)
-        if raw_contents:
-            inputs[tensor.name] = decode_raw(tensor.name, datatype, shape, raw_contents[index])
+        location = locations.get(tensor.name)
+        if location is not None:
+            inputs[tensor.name] = _decode_shared(tensor, datatype, shape, location, shared_memory)
+        elif raw_contents:
+            inputs[tensor.name] = decode_raw(tensor.name, datatype, shape, raw_contents[raw_index])
+            raw_index += 1
         else:
             inputs[tensor.name] = _decode_typed(tensor, datatype, shape)
 
     requested: list[str] = []
+    output_locations: dict[str, SharedMemoryLocation] = {}
     for output in request.outputs:
         if output.name in requested:
             raise InvalidInputError(f"output '{output.name}' is requested more than once")
         if output.parameters:
-            _reject_shared_memory(output.parameters, f"output '{output.name}'")
             if "classification" in output.parameters:
                 raise UnsupportedError("the classification extension is not supported")
+            if _uses_shared_memory(output.parameters):
+                what = f"output '{output.name}'"
+                location = _shared_memory_location(output.parameters, what, shared_memory)
+                assert shared_memory is not None  # the location check raised otherwise
+                shared_memory.check(location.region, location.offset, location.byte_size, what)
+                output_locations[output.name] = location
         requested.append(output.name)
 
     priority = timeout_us = 0
@@ -83,6 +114,7 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
         requested_outputs=tuple(requested),
         priority=priority,
         timeout_us=timeout_us,
+        shared_memory_outputs=output_locations,
     )
 
 
@@ -185,9 +217,69 @@ def _shape(name: str, dims: object) -> tuple[int, ...]:
     return shape
 
 
-def _reject_shared_memory(parameters: Mapping[str, pb.InferParameter], what: str) -> None:
-    if any(name in parameters for name in _SHARED_MEMORY_PARAMETERS):
-        raise UnsupportedError(f"{what} uses shared memory, which is not supported yet")
+def _uses_shared_memory(parameters: Mapping[str, pb.InferParameter]) -> bool:
+    return any(name in parameters for name in _SHARED_MEMORY_PARAMETERS)
+
+
+def _shared_memory_location(
+    parameters: Mapping[str, pb.InferParameter],
+    what: str,
+    shared_memory: SharedMemoryRegistry | None,
+) -> SharedMemoryLocation:
+    """The region, offset and byte size a tensor's parameters name (Triton's parameters:
+    shared_memory_region, shared_memory_byte_size, and optionally shared_memory_offset)."""
+    if shared_memory is None:
+        raise UnsupportedError(f"{what} uses shared memory, which is not supported")
+    region = parameters.get("shared_memory_region")
+    if region is None or region.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidInputError(
+            f"{what}: shared memory needs the string parameter 'shared_memory_region'"
+        )
+    if "shared_memory_byte_size" not in parameters:
+        raise InvalidInputError(
+            f"{what}: shared memory region '{region.string_param}' needs the parameter "
+            "'shared_memory_byte_size'"
+        )
+    return SharedMemoryLocation(
+        region=region.string_param,
+        offset=_tensor_int_parameter(parameters, "shared_memory_offset", what),
+        byte_size=_tensor_int_parameter(parameters, "shared_memory_byte_size", what),
+    )
+
+
+def _tensor_int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, what: str) -> int:
+    if name not in parameters:
+        return 0
+    parameter = parameters[name]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidInputError(f"{what}: parameter '{name}' must be an integer, got {kind}")
+    value = getattr(parameter, kind)
+    if value < 0:
+        raise InvalidInputError(f"{what}: parameter '{name}' must not be negative, got {value}")
+    return value
+
+
+def _decode_shared(
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    location: SharedMemoryLocation,
+    shared_memory: SharedMemoryRegistry | None,
+) -> np.ndarray:
+    what = f"input '{tensor.name}'"
+    if tensor.HasField("contents"):
+        raise InvalidInputError(f"{what} has typed contents and names a shared memory region")
+    if not datatype.is_bytes:
+        expected = math.prod(shape) * datatype.itemsize
+        if location.byte_size != expected:
+            raise InvalidInputError(
+                f"{what}: shared_memory_byte_size is {location.byte_size}, but shape "
+                f"{list(shape)} of {datatype.name} needs {expected} bytes"
+            )
+    assert shared_memory is not None
+    data = shared_memory.read(location.region, location.offset, location.byte_size, what)
+    return decode_raw(tensor.name, datatype, shape, data)
 
 
 def _is_truthy(parameters: Mapping[str, pb.InferParameter], name: str) -> bool:
@@ -216,19 +308,43 @@ def _int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, defau
 
 
 def encode_infer_response(
-    model_name: str, model_version: str, request_id: str, outputs: Mapping[str, np.ndarray]
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    outputs: Mapping[str, np.ndarray],
+    shared_memory_outputs: Mapping[str, SharedMemoryLocation] | None = None,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> pb.ModelInferResponse:
-    """Outputs in the given order, each as one raw_output_contents entry."""
+    """Outputs in the given order, each as one raw_output_contents entry.
+
+    An output with a shared memory location is written into its region instead, and its raw
+    entry is left empty (so raw entries still line up with the outputs, as Triton does); its
+    tensor's parameters name the region and the bytes written.
+    """
     tensors = []
     raw = []
     for name, array in outputs.items():
         datatype = datatypes.from_numpy(array.dtype)
-        tensors.append(
-            pb.ModelInferResponse.InferOutputTensor(
-                name=name, datatype=datatype.name, shape=array.shape
-            )
+        tensor = pb.ModelInferResponse.InferOutputTensor(
+            name=name, datatype=datatype.name, shape=array.shape
         )
-        raw.append(encode_raw(array, datatype))
+        location = shared_memory_outputs.get(name) if shared_memory_outputs else None
+        if location is None:
+            raw.append(encode_raw(array, datatype))
+        else:
+            if shared_memory is None:
+                raise UnsupportedError(
+                    f"output '{name}' uses shared memory, which is not supported"
+                )
+            data = _raw_buffer(array, datatype)
+            shared_memory.write(
+                location.region, location.offset, location.byte_size, data, f"output '{name}'"
+            )
+            tensor.parameters["shared_memory_region"].string_param = location.region
+            tensor.parameters["shared_memory_offset"].int64_param = location.offset
+            tensor.parameters["shared_memory_byte_size"].int64_param = len(data)
+            raw.append(b"")
+        tensors.append(tensor)
     return pb.ModelInferResponse(
         model_name=model_name,
         model_version=model_version,
@@ -236,6 +352,13 @@ def encode_infer_response(
         outputs=tensors,
         raw_output_contents=raw,
     )
+
+
+def _raw_buffer(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
+    """The raw bytes of an output without a copy where the array allows it."""
+    if datatype.is_bytes:
+        return encode_raw(array, datatype)
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def encode_raw(array: np.ndarray, datatype: DataType) -> bytes:

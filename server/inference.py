@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,3 +22,14 @@ class InferenceRequest:
     requested_outputs: tuple[str, ...] = ()
     priority: int = 0
     timeout_us: int = 0
+    # Outputs to write into system shared memory instead of the response, by output name.
+    shared_memory_outputs: dict[str, SharedMemoryLocation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SharedMemoryLocation:
+    """Where a tensor lives in a registered system shared memory region."""
+
+    region: str
+    offset: int
+    byte_size: int

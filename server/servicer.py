@@ -7,7 +7,8 @@ leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENT
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -20,7 +21,7 @@ from runtimes.errors import (
     TensorgateError,
     UnsupportedError,
 )
-from server import __version__, codec, status
+from server import __version__, codec, status, streaming
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
@@ -28,12 +29,22 @@ from server.manager import ModelManager
 from server.metrics import ServerMetrics
 from server.model import ServedModel
 from server.registry import ModelRegistry
+from server.shared_memory import SharedMemoryRegistry
 from server.stats import Duration, ModelStats
 from server.tracing import Tracing
 
 SERVER_NAME = "tensorgate"
 # Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).
-EXTENSIONS = ("model_configuration", "model_repository", "statistics", "schedule_policy")
+EXTENSIONS = (
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "schedule_policy",
+    "system_shared_memory",
+)
+# The stream header with which a client asks for errors as a gRPC status that ends the stream
+# (Triton's); without it, an error is that request's error_message and the stream goes on.
+GRPC_ERROR_HEADER = "triton_grpc_error"
 
 
 class ServerState:
@@ -53,12 +64,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         explicit_control: bool,
         tracing: Tracing | None = None,
         metrics: ServerMetrics | None = None,
+        shared_memory: SharedMemoryRegistry | None = None,
+        stream_max_in_flight: int = streaming.DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self._registry = registry
         self._state = state
         self._models = models
         self._explicit_control = explicit_control
         self._tracing = tracing or Tracing()
+        self._shared_memory = shared_memory or SharedMemoryRegistry()
+        self._stream_max_in_flight = stream_max_in_flight
         self.record_call = metrics.grpc_call if metrics else _ignore_call
 
     # health and metadata -----------------------------------------------------------------------
@@ -134,6 +149,43 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
+        return await self._infer(request, context)
+
+    @status.bidi_streaming
+    def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        grpc_errors = _wants_grpc_errors(context.invocation_metadata())
+
+        async def handle(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+
+        def on_error(
+            request: pb.ModelInferRequest, error: Exception
+        ) -> pb.ModelStreamInferResponse:
+            if grpc_errors:
+                raise error
+            return pb.ModelStreamInferResponse(
+                error_message=status.error_message("ModelStreamInfer", error),
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    id=request.id,
+                ),
+            )
+
+        return streaming.serve_stream(
+            request_iterator,
+            handle,
+            on_error,
+            max_in_flight=self._stream_max_in_flight,
+            name="ModelStreamInfer",
+        )
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        """The core of ModelInfer and of each request of a ModelStreamInfer stream."""
         if not self._state.accepting:
             raise ShuttingDownError("server is shutting down")
         model = self._registry.resolve(request.model_name, request.model_version)
@@ -143,21 +195,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             tracing.request(context, model.name, model.version, request.id) as span,
         ):
             with tracing.span("decode"):
-                inference = codec.decode_infer_request(request)
+                inference = codec.decode_infer_request(request, self._shared_memory)
             remaining_s = context.time_remaining()
             deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
             outputs = await model.infer(inference, deadline_s, span)
             with tracing.span("encode"):
                 return codec.encode_infer_response(
-                    model.name, str(model.version), request.id, outputs
+                    model.name,
+                    str(model.version),
+                    request.id,
+                    outputs,
+                    inference.shared_memory_outputs,
+                    self._shared_memory,
                 )
-
-    @status.streaming
-    async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        raise UnsupportedError("ModelStreamInfer is not supported yet; use ModelInfer")
-        yield  # pragma: no cover - makes this an async generator
 
     # extensions not implemented yet --------------------------------------------------------------
 
@@ -195,29 +245,52 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 "its start-up load or the repository on disk"
             )
 
-    @status.unary
-    async def SystemSharedMemoryStatus(self, request: object, context: object):
-        raise UnsupportedError("system shared memory is not supported yet")
+    # system shared memory ------------------------------------------------------------------------
 
     @status.unary
-    async def SystemSharedMemoryRegister(self, request: object, context: object):
-        raise UnsupportedError("system shared memory is not supported yet")
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: object
+    ):
+        Region = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                region.name: Region(
+                    name=region.name,
+                    key=region.key,
+                    offset=region.offset,
+                    byte_size=region.byte_size,
+                )
+                for region in self._shared_memory.status(request.name)
+            }
+        )
 
     @status.unary
-    async def SystemSharedMemoryUnregister(self, request: object, context: object):
-        raise UnsupportedError("system shared memory is not supported yet")
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: object
+    ):
+        self._shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @status.unary
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: object
+    ):
+        self._shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # extensions not implemented -------------------------------------------------------------------
 
     @status.unary
     async def CudaSharedMemoryStatus(self, request: object, context: object):
-        raise UnsupportedError("CUDA shared memory is not supported")
+        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
     async def CudaSharedMemoryRegister(self, request: object, context: object):
-        raise UnsupportedError("CUDA shared memory is not supported")
+        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
     async def CudaSharedMemoryUnregister(self, request: object, context: object):
-        raise UnsupportedError("CUDA shared memory is not supported")
+        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
     async def TraceSetting(self, request: object, context: object):
@@ -228,8 +301,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise UnsupportedError("log settings are not supported yet")
 
 
+_NO_CUDA_SHARED_MEMORY = (
+    "CUDA shared memory is not supported: this server cannot map a client's GPU memory (that "
+    "needs CUDA IPC through a CUDA runtime, which it does not use); use system shared memory"
+)
+
+
 def _ignore_call(method: str, code: str) -> None:
     pass
+
+
+def _wants_grpc_errors(metadata: Sequence[tuple[str, Any]] | None) -> bool:
+    return any(
+        key == GRPC_ERROR_HEADER and str(value).strip().lower() == "true"
+        for key, value in metadata or ()
+    )
 
 
 def _config_override(

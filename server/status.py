@@ -8,6 +8,7 @@ internal leaks to the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,3 +83,43 @@ def streaming(
             await context.abort(code, message)
 
     return wrapper
+
+
+def bidi_streaming(
+    method: Callable[..., AsyncIterator[T]],
+) -> Callable[..., AsyncIterator[T]]:
+    """Wrap a bidirectional-streaming RPC method: an error that ends the stream leaves as its
+    precise status, and the call is counted once by its outcome (`record_call`). The method's
+    generator is always closed, so its cleanup runs when the client cancels mid-stream."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[T]:
+        record = self.record_call
+        try:
+            async with contextlib.aclosing(method(self, request_iterator, context)) as stream:
+                async for item in stream:
+                    yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            record(name, "CANCELLED")
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            _log_unexpected(name, error)
+            code, message = status_of(error)
+            record(name, code.name)
+            await context.abort(code, message)
+        else:
+            record(name, "OK")
+
+    return wrapper
+
+
+def error_message(method: str, error: Exception) -> str:
+    """The client-facing message of an error answered inside a stream (the stream goes on);
+    an unexpected error is logged with its traceback, as for a status."""
+    _log_unexpected(method, error)
+    return status_of(error)[1]

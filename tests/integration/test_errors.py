@@ -500,11 +500,15 @@ def test_sequence_start_alone_is_unimplemented(stub: service_pb2_grpc.GRPCInfere
     _assert_error(error, grpc.StatusCode.UNIMPLEMENTED, "sequence")
 
 
-def test_shared_memory_input_is_unimplemented(stub: service_pb2_grpc.GRPCInferenceServiceStub):
+def test_shared_memory_input_needs_a_registered_region(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+):
     request = _add_sub_request()
     request.inputs[0].parameters["shared_memory_region"].string_param = "region0"
+    request.inputs[0].parameters["shared_memory_byte_size"].int64_param = 64
+    del request.raw_input_contents[0]
     error = _infer_error(stub, request)
-    _assert_error(error, grpc.StatusCode.UNIMPLEMENTED, "'INPUT0'", "shared memory")
+    _assert_error(error, grpc.StatusCode.NOT_FOUND, "'INPUT0'", "'region0'", "not registered")
 
 
 def test_priority_of_the_wrong_type(stub: service_pb2_grpc.GRPCInferenceServiceStub):
@@ -525,17 +529,6 @@ def test_priority_out_of_range(client: triton.InferenceServerClient):
 # ------------------------------------------------------------------------------------------------
 
 UNIMPLEMENTED_RPCS = [
-    ("SystemSharedMemoryStatus", service_pb2.SystemSharedMemoryStatusRequest(), "shared memory"),
-    (
-        "SystemSharedMemoryRegister",
-        service_pb2.SystemSharedMemoryRegisterRequest(name="r", key="/k", byte_size=64),
-        "shared memory",
-    ),
-    (
-        "SystemSharedMemoryUnregister",
-        service_pb2.SystemSharedMemoryUnregisterRequest(name="r"),
-        "shared memory",
-    ),
     ("CudaSharedMemoryStatus", service_pb2.CudaSharedMemoryStatusRequest(), "CUDA shared memory"),
     (
         "CudaSharedMemoryRegister",
@@ -585,16 +578,8 @@ def test_repository_control_needs_explicit_mode(
     )
 
 
-def test_model_stream_infer_is_unimplemented(stub: service_pb2_grpc.GRPCInferenceServiceStub):
-    responses = stub.ModelStreamInfer(iter([_add_sub_request()]), timeout=10)
-    with pytest.raises(grpc.RpcError) as info:
-        list(responses)
-    _assert_error(info.value, grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer", "ModelInfer")
-
-
 def test_unimplemented_rpcs_through_tritonclient(client: triton.InferenceServerClient):
     calls = [
-        (client.get_system_shared_memory_status, "shared memory"),
         (client.get_cuda_shared_memory_status, "CUDA shared memory"),
         (client.get_trace_settings, "trace"),
         (client.get_log_settings, "log settings"),
