@@ -76,3 +76,41 @@ def test_perf_analyzer_runs_without_errors(bundled_server: ServerProcess, model:
     assert failures == failures_before
     assert successes - successes_before >= result.request_count
     assert inferences - inferences_before >= result.request_count
+
+
+MODES = {
+    "streaming": ("--streaming",),
+    "system-shared-memory": ("--shared-memory", "system"),
+    "streaming-and-shared-memory": ("--streaming", "--shared-memory", "system"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("model", sorted(SHAPES))
+def test_perf_analyzer_streaming_and_shared_memory(
+    bundled_server: ServerProcess, model: str, mode: str
+):
+    """--streaming drives ModelStreamInfer; --shared-memory system registers regions, sends
+    inputs and receives outputs through them, and unregisters them at the end."""
+    with triton.InferenceServerClient(bundled_server.url) as client:
+        _, successes_before, failures_before = _counts(client, model)
+
+        result = run_perf_analyzer(
+            model,
+            bundled_server.url,
+            concurrency=CONCURRENCY,
+            measurement_ms=MEASUREMENT_MS,
+            shapes=SHAPES[model],
+            extra_args=MODES[mode],
+            timeout_s=60,
+        )
+
+        _, successes, failures = _counts(client, model)
+        regions_left = client.get_system_shared_memory_status().regions
+
+    assert result.errors == 0, result.stderr
+    assert result.request_count is not None
+    assert result.request_count > 0
+    assert failures == failures_before
+    assert successes - successes_before >= result.request_count
+    assert not regions_left
