@@ -65,6 +65,8 @@ class ModelManager:
 
         Raises ModelLoadError when the model ends up with nothing serving.
         """
+        if not (self._root / name).is_dir() and not self._registry.entries(name):
+            raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
         async with self._locks[name]:
             try:
                 await self._load_locked(name, config_override)
@@ -73,11 +75,14 @@ class ModelManager:
 
     async def unload(self, name: str) -> None:
         """Retire every version of `name`; each finishes the requests it had accepted."""
+        if not self._registry.entries(name):
+            raise ModelNotFoundError(f"unknown model '{name}'")
         async with self._locks[name]:
-            if not self._registry.entries(name):
-                raise ModelNotFoundError(f"unknown model '{name}'")
             for version in list(self._registry.serving(name)):
                 await self._retire(name, version)
+            for version, entry in self._registry.entries(name).items():
+                if entry.state is ModelState.UNAVAILABLE:  # failed loads count as unloaded too
+                    self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
             self._loaded_from.pop(name, None)
             await self._update_health(name)
 

@@ -30,14 +30,17 @@ class RepositoryWatcher:
         self._root = root
         self._models = models
         self._interval_s = interval_s
-        self._previous: dict[str, ModelFingerprint] = {}
-        self._applied: dict[str, ModelFingerprint] = {}
+        # None marks a model directory that could not be read this scan: never stable, never
+        # taken for removed.
+        self._previous: dict[str, ModelFingerprint | None] = {}
+        self._applied: dict[str, ModelFingerprint | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.scans = 0
 
     def mark_applied(self) -> None:
-        """Record the repository as it is now as already loaded (after the start-up load)."""
+        """Record the repository as it is now as loaded; call it before the start-up load, so
+        that a change made while models load is seen by the first scans."""
         self._previous = self._snapshot()
         self._applied = dict(self._previous)
 
@@ -67,7 +70,7 @@ class RepositoryWatcher:
         applied; unload models whose directory is gone."""
         snapshot = self._snapshot()
         for name, current in snapshot.items():
-            stable = self._previous.get(name) == current
+            stable = current is not None and self._previous.get(name) == current
             if stable and self._applied.get(name) != current:
                 self._applied[name] = current
                 try:
@@ -84,16 +87,17 @@ class RepositoryWatcher:
         self.scans += 1
         log.debug("repository scan %d done", self.scans)
 
-    def _snapshot(self) -> dict[str, ModelFingerprint]:
+    def _snapshot(self) -> dict[str, ModelFingerprint | None]:
         try:
             sources = repository.discover(self._root)
         except OSError as error:
             log.error("poll: cannot read the model repository: %s", error)
             return dict(self._previous)
-        snapshot = {}
+        snapshot: dict[str, ModelFingerprint | None] = {}
         for name, source in sources.items():
             try:
                 snapshot[name] = repository.fingerprint(source)
-            except OSError:
-                continue  # a file vanished mid-scan: treat the model as unstable this round
+            except OSError as error:  # a file vanished mid-scan, or cannot be read
+                log.warning("poll: model '%s' could not be read this scan: %s", name, error)
+                snapshot[name] = None
         return snapshot

@@ -609,6 +609,8 @@ def test_memory_stays_flat_over_load_unload_cycles(
     assert rss_after - rss_before <= RSS_BOUND_MIB, (rss_before, rss_after)
     assert threads_after == threads_before
     assert fds_after == fds_before
+    # Every cycle really unloaded (the reader thread may still be a line behind: wait for it).
+    server.wait_for_log(unloaded_line("cycle", 1), count=WARM_UP_CYCLES + CYCLES, timeout_s=10)
     assert len(server.log_matches(unloaded_line("cycle", 1))) == WARM_UP_CYCLES + CYCLES
     assert health_of(channel, "cycle") == "NOT_SERVING"
 
