@@ -1,0 +1,105 @@
+"""The bare grpc.aio front-end ceiling for every bundled model, not only the tabular one.
+
+    .venv/bin/python -m benchmarks.bare_models serve --spec SPEC.json [--grpc-port 0]
+
+The handler of benchmarks/bare_server.py (no model, no batching, no validation: a fixed answer),
+extended to the models in a spec written by benchmarks/compare.py: ModelMetadata and ModelConfig
+answer as tensorgate does, and ModelInfer answers with zero-filled outputs of one row. A request
+for image_classifier carries 48 KiB, so its front-end ceiling is not the tabular model's.
+Prints "listening for gRPC on HOST:PORT" like tensorgate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from benchmarks.bare_server import BareServicer
+from server._proto import grpc_service_pb2 as pb
+from server._proto import grpc_service_pb2_grpc as pb_grpc
+
+_DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}
+
+
+class BareModelsServicer(BareServicer):
+    def __init__(self, spec: dict) -> None:
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        self._metadata: dict[str, pb.ModelMetadataResponse] = {}
+        self._configs: dict[str, pb.ModelConfigResponse] = {}
+        self._outputs: dict[str, tuple[list, list[bytes]]] = {}
+        for name, model in spec["models"].items():
+            self._metadata[name] = pb.ModelMetadataResponse(
+                name=name,
+                versions=["1"],
+                platform="onnxruntime_onnx",
+                inputs=[tensor(**t) for t in model["inputs"]],
+                outputs=[tensor(**t) for t in model["outputs"]],
+            )
+            config = pb.ModelConfigResponse()
+            config.ParseFromString(base64.b64decode(model["model_config_response"]))
+            self._configs[name] = config
+            shapes = [[1, *t["shape"][1:]] for t in model["outputs"]]
+            self._outputs[name] = (
+                [
+                    pb.ModelInferResponse.InferOutputTensor(
+                        name=t["name"], datatype=t["datatype"], shape=shape
+                    )
+                    for t, shape in zip(model["outputs"], shapes, strict=True)
+                ],
+                [
+                    np.zeros(shape, _DTYPES[t["datatype"]]).tobytes()
+                    for t, shape in zip(model["outputs"], shapes, strict=True)
+                ],
+            )
+
+    async def ModelMetadata(self, request, context):
+        if request.name not in self._metadata:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name}")
+        return self._metadata[request.name]
+
+    async def ModelConfig(self, request, context):
+        if request.name not in self._configs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name}")
+        return self._configs[request.name]
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=request.name in self._metadata)
+
+    async def ModelInfer(self, request, context):
+        outputs, contents = self._outputs[request.model_name]
+        return pb.ModelInferResponse(
+            model_name=request.model_name,
+            model_version="1",
+            id=request.id,
+            outputs=outputs,
+            raw_output_contents=contents,
+        )
+
+
+async def serve(host: str, port: int, spec: dict) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(BareModelsServicer(spec), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    print(f"listening for gRPC on {host}:{bound}", flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="bare grpc.aio v2 ceiling for every model")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--grpc-host", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, default=0)
+    args = parser.parse_args()
+    asyncio.run(serve(args.grpc_host, args.grpc_port, json.loads(Path(args.spec).read_text())))
+
+
+if __name__ == "__main__":
+    main()
