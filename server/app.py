@@ -19,10 +19,12 @@ from opentelemetry.sdk.trace import SpanProcessor
 from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
+from server.audit import AuditLog
 from server.loader import LoadOptions
 from server.manager import ModelManager
 from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
 from server.registry import ModelRegistry
+from server.security import AuthInterceptor, CertificateFiles, TokenStore
 from server.servicer import InferenceServicer, ServerState
 from server.settings import ServerSettings
 from server.shared_memory import SharedMemoryRegistry
@@ -65,6 +67,8 @@ class TensorgateServer:
         self.state = ServerState()
         self.health = HealthServicer()
         self.metrics = ServerMetrics() if settings.metrics_enabled else None
+        self.audit = AuditLog(settings.audit_log)
+        self.tokens = TokenStore.load(settings.auth_tokens_file, settings.auth_tokens)
         self.tracing = Tracing(
             settings.trace_exporter, settings.trace_sample_ratio, processors=span_processors
         )
@@ -98,16 +102,27 @@ class TensorgateServer:
             self.metrics.add_collector(ModelStateCollector(self._model_rows))
             self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)
+        if self.watcher is not None:
+            self.watcher.mark_applied()
         for name in self._models_to_load_at_start():
             try:
                 await self.models.load(name)
             except TensorgateError as error:
                 log.error("model '%s' is not serving: %s", name, error)
         if self.watcher is not None:
-            self.watcher.mark_applied()
             self.watcher.start()
 
-        server = grpc.aio.server(options=grpc_options(settings))
+        interceptors = []
+        if self.tokens is not None:
+            interceptors.append(AuthInterceptor(self.tokens, self.audit))
+            log.info("authentication on: %d token(s)", len(self.tokens))
+        else:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach the gRPC port can run inference "
+                "and control models; give --auth-tokens-file (or TENSORGATE_AUTH_TOKENS) to "
+                "require bearer tokens"
+            )
+        server = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
                 self.registry,
@@ -117,6 +132,8 @@ class TensorgateServer:
                 tracing=self.tracing,
                 metrics=self.metrics,
                 shared_memory=self.shared_memory,
+                audit=self.audit,
+                tokens=self.tokens,
             ),
             server,
         )
@@ -130,7 +147,15 @@ class TensorgateServer:
             server,
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
-        self.port = server.add_insecure_port(address)
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            certificates = CertificateFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
+            self.port = server.add_secure_port(address, certificates.credentials())
+            mutual = " with client certificates required" if settings.tls_client_ca_file else ""
+            log.info("TLS on%s", mutual)
+        else:
+            self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
         self.state.accepting = True
@@ -150,6 +175,7 @@ class TensorgateServer:
         await self.models.unload_all()
         self.shared_memory.close()
         self.tracing.shutdown()
+        self.audit.close()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped")

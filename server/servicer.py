@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -25,10 +26,12 @@ from server import __version__, codec, status, streaming
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
+from server.audit import AuditLog
 from server.manager import ModelManager
 from server.metrics import ServerMetrics
 from server.model import ServedModel
 from server.registry import ModelRegistry
+from server.security import TokenStore
 from server.shared_memory import SharedMemoryRegistry
 from server.stats import Duration, ModelStats
 from server.tracing import Tracing
@@ -66,6 +69,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metrics: ServerMetrics | None = None,
         shared_memory: SharedMemoryRegistry | None = None,
         stream_max_in_flight: int = streaming.DEFAULT_MAX_IN_FLIGHT,
+        audit: AuditLog | None = None,
+        tokens: TokenStore | None = None,
     ) -> None:
         self._registry = registry
         self._state = state
@@ -75,6 +80,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._shared_memory = shared_memory or SharedMemoryRegistry()
         self._stream_max_in_flight = stream_max_in_flight
         self.record_call = metrics.grpc_call if metrics else _ignore_call
+        self._audit = audit or AuditLog(None)
+        self._tokens = tokens
 
     # health and metadata -----------------------------------------------------------------------
 
@@ -226,17 +233,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: object):
-        self._require_explicit_control("RepositoryModelLoad")
-        await self._models.load(request.model_name, _config_override(request.parameters))
+        override = "config" in request.parameters
+        with self._audited(context, "RepositoryModelLoad", request.model_name, override):
+            self._require_explicit_control("RepositoryModelLoad")
+            await self._models.load(request.model_name, _config_override(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: object
     ):
-        self._require_explicit_control("RepositoryModelUnload")
-        await self._models.unload(request.model_name)
+        with self._audited(context, "RepositoryModelUnload", request.model_name):
+            self._require_explicit_control("RepositoryModelUnload")
+            await self._models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    def _audited(
+        self,
+        context: grpc.aio.ServicerContext,
+        action: str,
+        model: str = "",
+        override: bool = False,
+        region: str = "",
+    ) -> AbstractContextManager[None]:
+        """Audit-log a control action with who asked for it and how it ended."""
+        identity = self._tokens.identify(context.invocation_metadata()) if self._tokens else None
+        extra: dict[str, object] = {"config_override": True} if override else {}
+        if region:
+            extra["region"] = region
+        name = identity.name if identity else "anonymous"
+        return self._audit.action(context.peer(), name, action, model=model, **extra)
 
     def _require_explicit_control(self, rpc: str) -> None:
         if not self._explicit_control:
@@ -266,16 +292,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     async def SystemSharedMemoryRegister(
-        self, request: pb.SystemSharedMemoryRegisterRequest, context: object
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
     ):
-        self._shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        with self._audited(context, "SystemSharedMemoryRegister", region=request.name):
+            self._shared_memory.register(
+                request.name, request.key, request.offset, request.byte_size
+            )
         return pb.SystemSharedMemoryRegisterResponse()
 
     @status.unary
     async def SystemSharedMemoryUnregister(
-        self, request: pb.SystemSharedMemoryUnregisterRequest, context: object
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
     ):
-        self._shared_memory.unregister(request.name)
+        with self._audited(context, "SystemSharedMemoryUnregister", region=request.name):
+            self._shared_memory.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     # extensions not implemented -------------------------------------------------------------------

@@ -28,6 +28,15 @@ class ServerSettings:
     metrics_port: int = 8002
     trace_exporter: str = "none"  # none, console, or otlp (OTEL_EXPORTER_OTLP_* settings apply)
     trace_sample_ratio: float = 1.0
+    # Security. TLS is on when a certificate and key are given; mutual TLS when a client CA is.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Bearer tokens: a file of '<name> <scopes> <token>' lines, and/or the same lines in the
+    # environment variable TENSORGATE_AUTH_TOKENS (';'-separated). None of either: auth off.
+    auth_tokens_file: Path | None = None
+    auth_tokens: str = ""
+    audit_log: str | None = None  # a file path, or "-" for stderr
     # Connections older than this are closed (after a grace for in-flight calls), so clients
     # behind a load balancer reconnect and spread over replicas. 0 keeps connections forever.
     max_connection_age_s: float = 0.0
