@@ -68,6 +68,12 @@ class NotAllowedError(TensorgateError):
     kind = ErrorKind.FAILED_PRECONDITION
 
 
+class CapacityError(TensorgateError):
+    """A server-wide capacity limit is reached (e.g. concurrent streams); retry later."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
 class QueueFullError(TensorgateError):
     kind = ErrorKind.RESOURCE_EXHAUSTED
 

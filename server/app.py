@@ -20,6 +20,7 @@ from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server.audit import AuditLog
+from server.codec import RequestLimits
 from server.loader import LoadOptions
 from server.manager import ModelManager
 from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
@@ -134,6 +135,13 @@ class TensorgateServer:
                 shared_memory=self.shared_memory,
                 audit=self.audit,
                 tokens=self.tokens,
+                limits=RequestLimits(
+                    max_inputs=settings.max_inputs,
+                    max_tensor_elements=settings.max_tensor_elements,
+                    max_tensor_bytes=settings.max_tensor_bytes,
+                    max_bytes_element=settings.max_bytes_element,
+                ),
+                max_concurrent_streams=settings.max_concurrent_streams,
             ),
             server,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,8 +32,23 @@ _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 MAX_ELEMENTS = 1 << 31
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one inference request may carry; beyond it the request is INVALID_ARGUMENT."""
+
+    max_inputs: int = 64
+    max_tensor_elements: int = 1 << 26
+    max_tensor_bytes: int = 256 << 20
+    max_bytes_element: int = 16 << 20  # one element of a BYTES tensor
+
+
+DEFAULT_LIMITS = RequestLimits()
+
+
 def decode_infer_request(
-    request: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry | None = None
+    request: pb.ModelInferRequest,
+    shared_memory: SharedMemoryRegistry | None = None,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> InferenceRequest:
     """Turn a ModelInferRequest into arrays, checking everything that needs no model config.
 
@@ -41,6 +57,11 @@ def decode_infer_request(
     Outputs that name a region are checked against it now and written there on encode.
     Without a registry, naming a region is UNIMPLEMENTED.
     """
+    if len(request.inputs) > limits.max_inputs:
+        raise InvalidInputError(
+            f"request has {len(request.inputs)} inputs, more than the limit of "
+            f"{limits.max_inputs} (--max-inputs)"
+        )
     raw_contents = request.raw_input_contents
     locations = {
         tensor.name: _shared_memory_location(
@@ -74,12 +95,21 @@ def decode_infer_request(
             raise InvalidInputError(f"input '{tensor.name}' appears more than once")
         datatype = _datatype(tensor.name, tensor.datatype, "input")
         shape = _shape(tensor.name, tensor.shape)
+        _check_size(tensor.name, datatype, shape, limits)
         location = locations.get(tensor.name)
         if location is not None:
             inputs[tensor.name] = _decode_shared(tensor, datatype, shape, location, shared_memory)
         elif raw_contents:
-            inputs[tensor.name] = decode_raw(tensor.name, datatype, shape, raw_contents[raw_index])
+            raw = raw_contents[raw_index]
             raw_index += 1
+            if len(raw) > limits.max_tensor_bytes:
+                raise InvalidInputError(
+                    f"input '{tensor.name}' has {len(raw)} bytes, more than the limit of "
+                    f"{limits.max_tensor_bytes} per tensor (--max-tensor-bytes)"
+                )
+            inputs[tensor.name] = decode_raw(
+                tensor.name, datatype, shape, raw, limits.max_bytes_element
+            )
         else:
             inputs[tensor.name] = _decode_typed(tensor, datatype, shape)
 
@@ -118,11 +148,17 @@ def decode_infer_request(
     )
 
 
-def decode_raw(name: str, datatype: DataType, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+def decode_raw(
+    name: str,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    raw: bytes,
+    max_bytes_element: int = DEFAULT_LIMITS.max_bytes_element,
+) -> np.ndarray:
     """View raw little-endian bytes as an array of `shape` (BYTES are parsed element by element)."""
     count = math.prod(shape)
     if datatype.is_bytes:
-        return _decode_bytes_elements(name, raw, count).reshape(shape)
+        return _decode_bytes_elements(name, raw, count, max_bytes_element).reshape(shape)
     expected = count * datatype.itemsize
     if len(raw) != expected:
         raise InvalidInputError(
@@ -132,7 +168,9 @@ def decode_raw(name: str, datatype: DataType, shape: tuple[int, ...], raw: bytes
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 
-def _decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
+def _decode_bytes_elements(
+    name: str, raw: bytes, count: int, max_element: int = DEFAULT_LIMITS.max_bytes_element
+) -> np.ndarray:
     size = len(raw)
     if 4 * count > size:  # checked before allocating: every element has a 4-byte prefix
         raise InvalidInputError(
@@ -149,6 +187,11 @@ def _decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray:
             )
         (length,) = _LENGTH_PREFIX.unpack_from(raw, offset)
         offset += 4
+        if length > max_element:
+            raise InvalidInputError(
+                f"input '{name}': BYTES element {index} has {length} bytes, more than the "
+                f"limit of {max_element} (--max-bytes-element)"
+            )
         if offset + length > size:
             raise InvalidInputError(
                 f"input '{name}': BYTES element {index} declares {length} bytes but only "
@@ -194,6 +237,22 @@ def _decode_typed(
         raise InvalidInputError(
             f"input '{tensor.name}': a value is out of range for {datatype.name}"
         ) from exc
+
+
+def _check_size(
+    name: str, datatype: DataType, shape: tuple[int, ...], limits: RequestLimits
+) -> None:
+    count = math.prod(shape)
+    if count > limits.max_tensor_elements:
+        raise InvalidInputError(
+            f"input '{name}' has {count} elements, more than the limit of "
+            f"{limits.max_tensor_elements} per tensor (--max-tensor-elements)"
+        )
+    if count * datatype.itemsize > limits.max_tensor_bytes:
+        raise InvalidInputError(
+            f"input '{name}' has {count * datatype.itemsize} bytes, more than the limit of "
+            f"{limits.max_tensor_bytes} per tensor (--max-tensor-bytes)"
+        )
 
 
 def _datatype(name: str, datatype: str, role: str) -> DataType:

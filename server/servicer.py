@@ -6,6 +6,7 @@ leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENT
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -15,6 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from runtimes.errors import (
+    CapacityError,
     InvalidInputError,
     ModelNotFoundError,
     NotAllowedError,
@@ -71,6 +73,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         stream_max_in_flight: int = streaming.DEFAULT_MAX_IN_FLIGHT,
         audit: AuditLog | None = None,
         tokens: TokenStore | None = None,
+        limits: codec.RequestLimits = codec.DEFAULT_LIMITS,
+        max_concurrent_streams: int = 256,
     ) -> None:
         self._registry = registry
         self._state = state
@@ -82,6 +86,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.record_call = metrics.grpc_call if metrics else _ignore_call
         self._audit = audit or AuditLog(None)
         self._tokens = tokens
+        self._limits = limits
+        self._max_streams = max_concurrent_streams
+        self._active_streams = 0
 
     # health and metadata -----------------------------------------------------------------------
 
@@ -181,13 +188,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 ),
             )
 
-        return streaming.serve_stream(
-            request_iterator,
-            handle,
-            on_error,
-            max_in_flight=self._stream_max_in_flight,
-            name="ModelStreamInfer",
+        return self._counted_stream(
+            streaming.serve_stream(
+                request_iterator,
+                handle,
+                on_error,
+                max_in_flight=self._stream_max_in_flight,
+                name="ModelStreamInfer",
+            )
         )
+
+    async def _counted_stream(
+        self, stream: AsyncIterator[pb.ModelStreamInferResponse]
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Refuse a stream beyond --max-concurrent-streams; count the open ones."""
+        if self._active_streams >= self._max_streams:
+            await stream.aclose()
+            raise CapacityError(
+                f"the server has {self._active_streams} streams open, its limit "
+                "(--max-concurrent-streams); retry later"
+            )
+        self._active_streams += 1
+        try:
+            async with contextlib.aclosing(stream):
+                async for response in stream:
+                    yield response
+        finally:
+            self._active_streams -= 1
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
@@ -202,7 +229,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             tracing.request(context, model.name, model.version, request.id) as span,
         ):
             with tracing.span("decode"):
-                inference = codec.decode_infer_request(request, self._shared_memory)
+                inference = codec.decode_infer_request(request, self._shared_memory, self._limits)
             remaining_s = context.time_remaining()
             deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
             outputs = await model.infer(inference, deadline_s, span)

@@ -21,6 +21,13 @@ class ServerSettings:
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 8001
     max_message_bytes: int = 256 * 1024 * 1024
+    # Per-request limits (beyond them: INVALID_ARGUMENT) and concurrent streams (beyond:
+    # RESOURCE_EXHAUSTED).
+    max_inputs: int = 64
+    max_tensor_elements: int = 1 << 26
+    max_tensor_bytes: int = 256 << 20
+    max_bytes_element: int = 16 << 20
+    max_concurrent_streams: int = 256
     default_max_batch_size: int = 32
     grace_period_s: float = 30.0
     log_level: str = "INFO"
