@@ -187,15 +187,15 @@ def _decode_bytes_elements(
             )
         (length,) = _LENGTH_PREFIX.unpack_from(raw, offset)
         offset += 4
-        if length > max_element:
-            raise InvalidInputError(
-                f"input '{name}': BYTES element {index} has {length} bytes, more than the "
-                f"limit of {max_element} (--max-bytes-element)"
-            )
         if offset + length > size:
             raise InvalidInputError(
                 f"input '{name}': BYTES element {index} declares {length} bytes but only "
                 f"{size - offset} remain"
+            )
+        if length > max_element:
+            raise InvalidInputError(
+                f"input '{name}': BYTES element {index} has {length} bytes, more than the "
+                f"limit of {max_element} (--max-bytes-element)"
             )
         elements[index] = raw[offset : offset + length]
         offset += length
