@@ -210,7 +210,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: $TENSORGATE_MODEL_REPOSITORY or the bundled example models",
     )
+    _add_batch_parser(commands)
     return parser
+
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="score a file offline through a model (no server)",
+        description="Run every row of a file through a model in large batches and write the "
+        "outputs. Input: .npy (a one-input model), .npz (one array per input), or .csv/.parquet "
+        "(columns named after the inputs, or <input>_0.. <input>_K-1, or for a one-input model "
+        "all columns). Output: the format of --output's extension. An interrupted run "
+        "continues with --resume.",
+    )
+    batch.add_argument("--model", required=True, help="model name in the repository")
+    batch.add_argument("--version", type=int, default=None, help="default: as the server picks")
+    batch.add_argument("--input", required=True, type=Path, help="file of rows to score")
+    batch.add_argument("--output", required=True, type=Path, help="file to write the outputs to")
+    batch.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="default: $TENSORGATE_MODEL_REPOSITORY or the bundled example models",
+    )
+    batch.add_argument(
+        "--batch-size", type=int, default=0, help="rows per batch (default: about 8 MiB of input)"
+    )
+    batch.add_argument(
+        "--outputs", type=_name_list, default=(), help="outputs to write (default: all)"
+    )
+    batch.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run with the same options"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSettings:
@@ -236,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "profile":
         return _profile(args)
+    if args.command == "batch":
+        return _batch(args)
     settings = settings_from(args, dict(os.environ))
     _configure_logging(settings)
     if args.command == "serve":
@@ -258,6 +293,45 @@ def _profile(args: argparse.Namespace) -> int:
     output = args.output or repository / args.model / DEFAULT_PROFILE_NAME
     output.write_text(profile.to_json(), encoding="utf-8")
     print(f"profiled {len(profile.features)} features over {rows} rows: {output}")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from runtimes.errors import TensorgateError
+    from server.batch_scoring import BatchJob, score
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    repository = args.model_repository or Path(
+        os.environ.get("TENSORGATE_MODEL_REPOSITORY", ServerSettings().model_repository)
+    )
+    if args.batch_size < 0:
+        print("tensorgate batch: --batch-size must be positive", file=sys.stderr)
+        return 2
+    job = BatchJob(
+        model=args.model,
+        version=args.version,
+        input_path=args.input,
+        output_path=args.output,
+        model_repository=repository,
+        batch_rows=args.batch_size,
+        outputs=tuple(args.outputs),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    try:
+        result = score(job)
+    except (TensorgateError, OSError) as error:
+        print(f"tensorgate batch: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tensorgate batch: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    resumed = result.rows - result.scored_rows
+    print(
+        f"scored {result.rows} rows with {args.model} version {result.version}"
+        + (f" ({resumed} from the earlier run)" if resumed else "")
+        + f" in {result.seconds:.2f}s ({result.rows_per_s:,.0f} rows/s): {result.output_path}"
+    )
     return 0
 
 

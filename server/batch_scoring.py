@@ -1,0 +1,684 @@
+"""`tensorgate batch`: offline batch scoring of a file through a model, without gRPC.
+
+The model is loaded from the repository exactly as the server loads it (config completed from
+the graph, the same onnxruntime options) and runs in large batches on one session, which is as
+close to the in-process ceiling as a file allows.
+
+Files, by extension:
+
+- .npy: one array, the model's only input (rows along the first axis); read memory-mapped.
+- .npz: one array per input, by input name.
+- .csv (header row) and .parquet, for models whose inputs have fixed dimensions: an input is
+  the column named after it (a scalar per row; in Parquet also a list column), or the columns
+  `<input>_0` .. `<input>_<K-1>` (K = the product of its dimensions, row-major), or, for a model
+  with one input, every column of the file in order.
+
+Outputs are written in the output file's format: .npz with one array per output, .npy with the
+one output (use --outputs to pick it), .csv/.parquet with the columns named as above.
+
+Work is done in chunks; each finished chunk is saved in `<output>.partial/` until the run ends,
+so a run that stopped (a crash, Ctrl-C, a bad row) continues with --resume where it was. A row
+that the model cannot take fails the run with its row number (and CSV line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtimes import datatypes
+from runtimes.errors import (
+    InvalidInputError,
+    ModelExecutionError,
+    ModelLoadError,
+    ModelNotFoundError,
+    TensorgateError,
+)
+from runtimes.onnx import OnnxRuntime
+from server import loader, model_config, repository
+from server._proto import model_config_pb2 as mc
+from server.model_config import ModelSignature
+
+log = logging.getLogger(__name__)
+
+FORMATS = (".npy", ".npz", ".csv", ".parquet")
+TABULAR = (".csv", ".parquet")
+CHUNK_BYTES = 8 << 20  # input bytes per chunk when --batch-size is not given
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 64, 65536
+MANIFEST = "manifest.json"
+
+
+class BatchScoringError(TensorgateError):
+    """A problem with the job (its files, its options); the message says what to change."""
+
+    kind = InvalidInputError.kind
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    model: str
+    input_path: Path
+    output_path: Path
+    model_repository: Path
+    version: int | None = None
+    batch_rows: int = 0  # 0: chosen from the row size
+    outputs: tuple[str, ...] = ()  # empty: every output
+    resume: bool = False
+    progress: bool = True
+    default_max_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    rows: int
+    scored_rows: int  # by this run; the rest came from an earlier one (--resume)
+    seconds: float
+    output_path: Path
+    version: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.scored_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+# the job ---------------------------------------------------------------------------------------
+
+
+def score(job: BatchJob, progress_factory: Callable[..., object] | None = None) -> BatchResult:
+    """Run the job; raises BatchScoringError (or another TensorgateError) with a clear message.
+    progress_factory builds the progress bar (default: tqdm)."""
+    input_format = _format_of(job.input_path, "input")
+    output_format = _format_of(job.output_path, "output")
+    if not job.input_path.is_file():
+        raise BatchScoringError(f"input file {job.input_path} does not exist")
+    model = load_model(job.model_repository, job.model, job.version, job.default_max_batch_size)
+    runtime, signature, version = model
+    try:
+        output_names = _output_names(signature, job.outputs, output_format, job.output_path)
+        inputs, row_label = read_inputs(job.input_path, input_format, signature)
+        rows = _check_inputs(inputs, signature, job.input_path)
+        chunk_rows = job.batch_rows or _chunk_rows(inputs)
+        partial = _Partial(
+            job.output_path,
+            {
+                "model": job.model,
+                "version": version,
+                "input": str(job.input_path.resolve()),
+                "rows": rows,
+                "chunk_rows": chunk_rows,
+                "outputs": list(output_names),
+            },
+            resume=job.resume,
+        )
+        chunks = range(math.ceil(rows / chunk_rows))
+
+        def chunk_of(index: int) -> dict[str, np.ndarray]:
+            start = index * chunk_rows
+            return {name: value[start : start + chunk_rows] for name, value in inputs.items()}
+
+        done = partial.done_chunks(len(chunks), chunk_of)
+        resumed_rows = sum(min(chunk_rows, rows - i * chunk_rows) for i in done)
+        if done:
+            log.info("resuming: %d of %d rows already scored", resumed_rows, rows)
+        bar = (progress_factory or _tqdm)(
+            total=rows,
+            initial=resumed_rows,
+            unit="rows",
+            unit_scale=True,
+            desc=f"{job.model} v{version}",
+            disable=not job.progress,
+        )
+        todo = [index for index in chunks if index not in done]
+
+        def prepare(index: int) -> tuple[dict[str, np.ndarray], bytes]:
+            part = {name: np.ascontiguousarray(value) for name, value in chunk_of(index).items()}
+            return part, _digest(part)
+
+        started = time.perf_counter()
+        # One helper thread reads the next chunk and saves the last one's outputs while the
+        # runtime (which releases the GIL) scores the current one.
+        with ThreadPoolExecutor(1, thread_name_prefix="batch-io") as io:
+            saved: Future[None] | None = None
+            upcoming = io.submit(prepare, todo[0]) if todo else None
+            try:
+                for position, index in enumerate(todo):
+                    assert upcoming is not None
+                    part, digest = upcoming.result()
+                    if position + 1 < len(todo):
+                        upcoming = io.submit(prepare, todo[position + 1])
+                    outputs = _score_chunk(
+                        runtime, signature, part, output_names, index * chunk_rows, row_label
+                    )
+                    if saved is not None:
+                        saved.result()
+                    saved = io.submit(partial.save, index, outputs, digest)
+                    bar.update(len(next(iter(part.values()))))
+            finally:
+                if saved is not None:
+                    saved.result()  # what was scored is kept, whatever stopped the run
+                bar.close()
+        seconds = time.perf_counter() - started
+        write_outputs(job.output_path, output_format, partial.load_all(len(chunks), output_names))
+        partial.remove()
+    finally:
+        runtime.close()
+    return BatchResult(rows, rows - resumed_rows, seconds, job.output_path, version)
+
+
+def _tqdm(**kwargs: object) -> object:
+    from tqdm import tqdm
+
+    return tqdm(**kwargs, dynamic_ncols=True, smoothing=0.1)
+
+
+def load_model(
+    model_repository: Path, name: str, version: int | None, default_max_batch_size: int = 32
+) -> tuple[OnnxRuntime, ModelSignature, int]:
+    """One onnxruntime session of the model version, configured as the server would."""
+    path = model_repository / name
+    if not path.is_dir():
+        raise ModelNotFoundError(f"no model '{name}' in {model_repository}")
+    source = repository.read_model_dir(path)
+    if not source.version_paths:
+        raise ModelLoadError(f"model '{name}' has no numbered version directory")
+    given = loader.read_given_config(source)
+    if version is None:
+        version = loader.select_versions(given, list(source.version_paths))[-1]
+    elif version not in source.version_paths:
+        raise ModelNotFoundError(
+            f"model '{name}' has no version {version}; it has {sorted(source.version_paths)}"
+        )
+    filename = (given.default_model_filename if given else "") or "model.onnx"
+    model_path = source.version_paths[version] / filename
+    if not model_path.is_file():
+        raise ModelLoadError(f"model '{name}' version {version} has no file {filename}")
+    runtime = OnnxRuntime(model_path, model_config.runtime_options_of(given or mc.ModelConfig()))
+    try:
+        config = model_config.complete_config(
+            given, name, runtime.metadata(), default_max_batch_size=default_max_batch_size
+        )
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime, model_config.signature_of(config), version
+
+
+# scoring ---------------------------------------------------------------------------------------
+
+
+def _score_chunk(
+    runtime: OnnxRuntime,
+    signature: ModelSignature,
+    inputs: Mapping[str, np.ndarray],
+    output_names: Sequence[str],
+    first_row: int,
+    row_label: Callable[[int], str],
+) -> dict[str, np.ndarray]:
+    """The outputs of one chunk; a failure is pinned on the first row that fails alone."""
+    try:
+        return _run(runtime, signature, inputs, output_names)
+    except TensorgateError as error:
+        rows = len(next(iter(inputs.values())))
+        for offset in range(rows):
+            single = {name: value[offset : offset + 1] for name, value in inputs.items()}
+            try:
+                _run(runtime, signature, single, output_names)
+            except TensorgateError as row_error:
+                raise BatchScoringError(
+                    f"{row_label(first_row + offset)}: {row_error}; rows before it are saved "
+                    "(fix the row and rerun with --resume)"
+                ) from row_error
+        raise BatchScoringError(
+            f"rows {first_row} to {first_row + rows - 1} failed together: {error}"
+        ) from error
+
+
+def _run(
+    runtime: OnnxRuntime,
+    signature: ModelSignature,
+    inputs: Mapping[str, np.ndarray],
+    output_names: Sequence[str],
+) -> dict[str, np.ndarray]:
+    feeds = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
+    if signature.max_batch_size > 0:
+        outputs = runtime.infer(runtime.prepare(feeds), output_names)
+    else:  # the model takes one item at a time: the file's rows are separate requests
+        rows = len(next(iter(feeds.values())))
+        parts = [
+            runtime.infer(runtime.prepare({n: v[i] for n, v in feeds.items()}), output_names)
+            for i in range(rows)
+        ]
+        outputs = {name: np.stack([part[name] for part in parts]) for name in output_names}
+    rows = len(next(iter(feeds.values())))
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != rows:
+            raise ModelExecutionError(
+                f"the model returned {value.shape[0] if value.ndim else 0} rows of output "
+                f"'{name}' for {rows} input rows"
+            )
+    return outputs
+
+
+def _output_names(
+    signature: ModelSignature, requested: Sequence[str], output_format: str, path: Path
+) -> tuple[str, ...]:
+    names = [spec.name for spec in signature.outputs]
+    unknown = [name for name in requested if name not in names]
+    if unknown:
+        raise BatchScoringError(f"the model has no output '{unknown[0]}'; its outputs are {names}")
+    chosen = tuple(requested) or tuple(names)
+    if output_format == ".npy" and len(chosen) != 1:
+        raise BatchScoringError(
+            f"{path.name}: an .npy file holds one array but the model has outputs {names}; "
+            "name one with --outputs, or write an .npz"
+        )
+    if output_format in TABULAR:
+        specs = {spec.name: spec for spec in signature.outputs}
+        for name in chosen:
+            if any(d < 0 for d in specs[name].shape):
+                raise BatchScoringError(
+                    f"output '{name}' has variable dimensions {list(specs[name].shape)}, which "
+                    f"a {output_format} file cannot hold; write an .npz"
+                )
+    return chosen
+
+
+def _check_inputs(inputs: Mapping[str, np.ndarray], signature: ModelSignature, path: Path) -> int:
+    """Check every array against the model (dtype, shape, rows) before any work; converts
+    dtypes where numpy can do so without changing the kind of number."""
+    specs = {spec.name: spec for spec in signature.inputs}
+    rows_by_input = {}
+    for name, value in list(inputs.items()):
+        spec = specs[name]
+        expected = datatypes.BY_NAME[spec.datatype]
+        if expected.is_bytes:
+            if value.dtype.kind not in "OSU":
+                raise BatchScoringError(
+                    f"{path.name}: input '{name}' holds {value.dtype} values, but the model "
+                    "expects text (BYTES)"
+                )
+            if value.dtype.kind != "O":
+                inputs[name] = value.astype(object)  # type: ignore[index]
+        elif value.dtype != expected.numpy:
+            if value.dtype.kind in "OSU" or not np.can_cast(
+                value.dtype, expected.numpy, "same_kind"
+            ):
+                raise BatchScoringError(
+                    f"{path.name}: input '{name}' holds {value.dtype} values, but the model "
+                    f"expects {spec.datatype}"
+                )
+            inputs[name] = value.astype(expected.numpy)  # type: ignore[index]
+        shape = value.shape[1:]
+        if value.ndim == 0 or not _matches(shape, spec.shape):
+            dims = ", ".join(["rows", *(str(d) for d in spec.shape)])
+            raise BatchScoringError(
+                f"{path.name}: input '{name}' has shape {list(value.shape)}, but the model "
+                f"expects [{dims}]"
+            )
+        rows_by_input[name] = value.shape[0]
+    if len(set(rows_by_input.values())) > 1:
+        raise BatchScoringError(f"{path.name}: inputs disagree on the row count: {rows_by_input}")
+    rows = next(iter(rows_by_input.values()))
+    if rows == 0:
+        raise BatchScoringError(f"{path.name} has no rows")
+    return rows
+
+
+def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    return len(shape) == len(dims) and all(d in (-1, s) for s, d in zip(shape, dims, strict=True))
+
+
+def _chunk_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    row_bytes = sum(
+        math.prod(value.shape[1:]) * (value.itemsize if value.dtype.kind != "O" else 64)
+        for value in inputs.values()
+    )
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, row_bytes)))
+
+
+def _format_of(path: Path, role: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise BatchScoringError(
+            f"{role} file {path.name}: unknown format '{suffix or 'no extension'}'; "
+            f"expected one of {', '.join(FORMATS)}"
+        )
+    return suffix
+
+
+# partial results (resume) -------------------------------------------------------------------
+
+
+class _Partial:
+    """Finished chunks of a run, kept beside the output until the run completes."""
+
+    def __init__(self, output: Path, manifest: dict[str, object], *, resume: bool) -> None:
+        self.path = output.with_name(output.name + ".partial")
+        manifest_path = self.path / MANIFEST
+        if self.path.exists():
+            if resume and manifest_path.is_file():
+                earlier = json.loads(manifest_path.read_text(encoding="utf-8"))
+                differs = sorted(k for k in manifest if earlier.get(k) != manifest[k])
+                if differs:
+                    raise BatchScoringError(
+                        f"cannot resume: the partial results in {self.path} were made with a "
+                        f"different {', '.join(differs)}; remove that directory or run "
+                        "without --resume"
+                    )
+                return
+            log.info("discarding the partial results of an earlier run in %s", self.path)
+            shutil.rmtree(self.path)
+        elif resume:
+            log.info("nothing to resume in %s; starting from the beginning", self.path)
+        self.path.mkdir(parents=True)
+        _write_atomically(manifest_path, lambda f: f.write(json.dumps(manifest).encode()))
+
+    def _chunk_path(self, index: int) -> Path:
+        return self.path / f"chunk-{index:08d}.npz"
+
+    def done_chunks(
+        self, count: int, chunk_of: Callable[[int], Mapping[str, np.ndarray]]
+    ) -> set[int]:
+        """Chunks already scored from the same input rows (a chunk whose rows changed since,
+        say a fixed bad row, is scored again)."""
+        done = set()
+        for index in range(count):
+            path = self._chunk_path(index)
+            if not path.is_file():
+                continue
+            with np.load(path, allow_pickle=True) as chunk:
+                saved = bytes(chunk[_DIGEST_KEY]) if _DIGEST_KEY in chunk.files else b""
+            if saved == _digest(chunk_of(index)):
+                done.add(index)
+            else:
+                log.info(
+                    "chunk %d: its input rows changed since it was scored; scoring again", index
+                )
+        return done
+
+    def save(self, index: int, outputs: Mapping[str, np.ndarray], digest: bytes) -> None:
+        arrays = {**outputs, _DIGEST_KEY: np.frombuffer(digest, np.uint8)}
+        _write_atomically(self._chunk_path(index), lambda f: np.savez(f, **arrays))
+
+    def load_all(self, count: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for index in range(count):
+            with np.load(self._chunk_path(index), allow_pickle=True) as chunk:
+                for name in names:
+                    parts[name].append(chunk[name])
+        return {name: _concatenate(values) for name, values in parts.items()}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+_DIGEST_KEY = "__tensorgate_input_digest__"
+
+
+def _digest(inputs: Mapping[str, np.ndarray]) -> bytes:
+    """A fingerprint of a chunk's input rows, to tell whether saved results still apply."""
+    digest = hashlib.sha1(usedforsecurity=False)  # a change detector, and fast where it counts
+    for name, value in inputs.items():
+        digest.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        if value.dtype == object:
+            for item in value.ravel():
+                data = item.encode("utf-8", "surrogateescape") if isinstance(item, str) else item
+                digest.update(len(data).to_bytes(8, "little") + bytes(data))
+        else:
+            digest.update(np.ascontiguousarray(value).view(np.uint8).data)
+    return digest.digest()
+
+
+def _concatenate(values: list[np.ndarray]) -> np.ndarray:
+    """Chunks of a variable-length output may differ in their later dimensions: pad with 0."""
+    if len({value.shape[1:] for value in values}) <= 1:
+        return np.concatenate(values)
+    ndim = values[0].ndim
+    widest = [max(value.shape[d] for value in values) for d in range(1, ndim)]
+    padded = [
+        np.pad(value, [(0, 0)] + [(0, w - s) for w, s in zip(widest, value.shape[1:], strict=True)])
+        for value in values
+    ]
+    return np.concatenate(padded)
+
+
+def _write_atomically(path: Path, write: Callable[[object], object]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+    os.replace(temporary, path)
+
+
+# reading ----------------------------------------------------------------------------------------
+
+
+def read_inputs(
+    path: Path, file_format: str, signature: ModelSignature
+) -> tuple[dict[str, np.ndarray], Callable[[int], str]]:
+    """Arrays by input name (rows first), and how to name a row in messages."""
+    names = [spec.name for spec in signature.inputs]
+    try:
+        if file_format == ".npy":
+            if len(names) != 1:
+                raise BatchScoringError(
+                    f"{path.name}: an .npy file holds one array but the model has inputs "
+                    f"{names}; use an .npz with one array per input"
+                )
+            return {names[0]: np.load(path, mmap_mode="r", allow_pickle=False)}, _row
+        if file_format == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                missing = [name for name in names if name not in archive.files]
+                if missing:
+                    raise BatchScoringError(
+                        f"{path.name} has no array for input '{missing[0]}'; it has "
+                        f"{archive.files}, the model's inputs are {names}"
+                    )
+                return {name: archive[name] for name in names}, _row
+        if file_format == ".csv":
+            return _read_csv(path, signature), _csv_row
+        return _read_parquet(path, signature), _row
+    except TensorgateError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:  # numpy's and pyarrow's parse errors
+        raise BatchScoringError(f"{path.name} could not be read: {exc}") from exc
+
+
+def _row(index: int) -> str:
+    return f"row {index}"
+
+
+def _csv_row(index: int) -> str:
+    return f"row {index} (line {index + 2})"
+
+
+def _tabular_layout(
+    signature: ModelSignature, columns: Sequence[str], path: Path
+) -> dict[str, list[str]]:
+    """Which columns make up each input (see the module's docstring)."""
+    layout = {}
+    for spec in signature.inputs:
+        if any(d < 0 for d in spec.shape):
+            raise BatchScoringError(
+                f"input '{spec.name}' has variable dimensions {list(spec.shape)}, which a "
+                f"{path.suffix} file cannot hold; use an .npz with one array per input"
+            )
+        width = math.prod(spec.shape)
+        numbered = [f"{spec.name}_{j}" for j in range(width)]
+        if spec.name in columns:
+            layout[spec.name] = [spec.name]
+        elif all(name in columns for name in numbered):
+            layout[spec.name] = numbered
+        elif len(signature.inputs) == 1 and len(columns) == width:
+            layout[spec.name] = list(columns)
+        else:
+            ways = f"a column '{spec.name}'"
+            if width > 1:
+                ways += f", columns '{numbered[0]}' to '{numbered[-1]}'"
+            if len(signature.inputs) == 1:
+                ways += f", or exactly {width} columns"
+            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            raise BatchScoringError(
+                f"{path.name}: no columns for input '{spec.name}' ({spec.datatype}, {width} "
+                f"value(s) per row): expected {ways}; the file has {len(columns)} columns: "
+                f"{shown}"
+            )
+    return layout
+
+
+def _read_csv(path: Path, signature: ModelSignature) -> dict[str, np.ndarray]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as file:
+        header = next(csv.reader(file), None)
+    if not header:
+        raise BatchScoringError(f"{path.name} is empty; a CSV file needs a header row")
+    columns = [name.strip() for name in header]
+    layout = _tabular_layout(signature, columns, path)
+    inputs = {}
+    for spec in signature.inputs:
+        datatype = datatypes.BY_NAME[spec.datatype]
+        wanted = layout[spec.name]
+        if len(wanted) == 1 and math.prod(spec.shape) != 1:
+            raise BatchScoringError(
+                f"{path.name}: input '{spec.name}' needs {math.prod(spec.shape)} values per row "
+                f"but a CSV column holds one; use columns '{spec.name}_0'..."
+            )
+        dtype = str if datatype.is_bytes else datatype.numpy
+        try:
+            values = np.loadtxt(
+                path,
+                delimiter=",",
+                skiprows=1,
+                usecols=[columns.index(name) for name in wanted],
+                dtype=dtype,
+                quotechar='"',
+                ndmin=2,
+                encoding="utf-8",
+            )
+        except ValueError as exc:
+            raise BatchScoringError(
+                f"{path.name}: bad value for input '{spec.name}': {exc} (rows count from 1 "
+                "after the header)"
+            ) from exc
+        if datatype.is_bytes:
+            values = values.astype(object)
+        inputs[spec.name] = values.reshape(len(values), *spec.shape)
+    return inputs
+
+
+def _read_parquet(path: Path, signature: ModelSignature) -> dict[str, np.ndarray]:
+    pq = _pyarrow_parquet()
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = pq.read_schema(path)
+    layout = _tabular_layout(signature, list(schema.names), path)
+    table = pq.read_table(path, columns=sorted({c for cols in layout.values() for c in cols}))
+    inputs = {}
+    for spec in signature.inputs:
+        width = math.prod(spec.shape)
+        columns = []
+        for name in layout[spec.name]:
+            column = table.column(name)
+            if column.null_count:
+                first = pc.index(pc.is_null(column), True).as_py()
+                raise BatchScoringError(f"{path.name}: column '{name}' is empty in row {first}")
+            if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+                lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+                bad = np.flatnonzero(lengths != width)
+                if bad.size:
+                    raise BatchScoringError(
+                        f"{path.name}: column '{name}' has {lengths[bad[0]]} values in row "
+                        f"{bad[0]}; input '{spec.name}' needs {width}"
+                    )
+                flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+                columns.append(flat.reshape(len(column), width))
+            else:
+                columns.append(column.to_numpy(zero_copy_only=False).reshape(-1, 1))
+        values = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
+        if len(layout[spec.name]) == 1 and values.shape[1] != width:
+            raise BatchScoringError(
+                f"{path.name}: column '{spec.name}' holds one value per row; input "
+                f"'{spec.name}' needs {width}"
+            )
+        inputs[spec.name] = values.reshape(len(values), *spec.shape)
+    return inputs
+
+
+def _pyarrow_parquet() -> object:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BatchScoringError(
+            "Parquet files need pyarrow: pip install 'tensorgate[parquet]'"
+        ) from None
+    return pq
+
+
+# writing ----------------------------------------------------------------------------------------
+
+
+def write_outputs(path: Path, file_format: str, outputs: Mapping[str, np.ndarray]) -> None:
+    """Write the outputs atomically (a temporary file renamed into place)."""
+    if file_format == ".npy":
+        (value,) = outputs.values()
+        _write_atomically(path, lambda f: np.save(f, value, allow_pickle=value.dtype == object))
+    elif file_format == ".npz":
+        _write_atomically(path, lambda f: np.savez(f, **outputs))
+    elif file_format == ".csv":
+        _write_atomically(path, lambda f: _write_csv(f, outputs))
+    else:
+        pq = _pyarrow_parquet()
+        import pyarrow as pa
+
+        table = pa.table({name: _arrow_column(value) for name, value in _columns(outputs)})
+        _write_atomically(path, lambda f: pq.write_table(table, f))
+
+
+def _columns(outputs: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    for name, value in outputs.items():
+        flat = value.reshape(len(value), -1)
+        if value.ndim == 1:
+            yield name, flat[:, 0]
+        else:
+            for j in range(flat.shape[1]):
+                yield f"{name}_{j}", flat[:, j]
+
+
+def _arrow_column(values: np.ndarray) -> object:
+    import pyarrow as pa
+
+    return pa.array(list(values)) if values.dtype == object else pa.array(values)
+
+
+def _write_csv(file: object, outputs: Mapping[str, np.ndarray]) -> None:
+    import csv
+    import io
+
+    text = io.TextIOWrapper(file, encoding="utf-8", newline="")  # type: ignore[arg-type]
+    writer = csv.writer(text)
+    columns = list(_columns(outputs))
+    writer.writerow([name for name, _ in columns])
+    cells = [_csv_cells(values) for _, values in columns]
+    writer.writerows(zip(*cells, strict=True))
+    text.flush()
+    text.detach()
+
+
+def _csv_cells(values: np.ndarray) -> list[object]:
+    if values.dtype == object:
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+    if values.dtype.kind == "f":
+        return values.astype(str).tolist()  # the shortest text that reads back to the value
+    return values.tolist()
