@@ -7,7 +7,8 @@ batches) and returns every requested output with N rows. The batcher checks that
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +36,35 @@ class RuntimeMetadata:
     supports_batching: bool
     # The execution provider actually active, e.g. "CPUExecutionProvider".
     device: str
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything a runtime factory needs to build one instance of a model version.
+
+    declared_inputs/outputs come from the model's config (full shapes, -1 for the batch
+    dimension when max_batch_size > 0); runtimes that read a graph may ignore them, runtimes
+    that have no graph (python) report them as their metadata. An empty model_filename means
+    the runtime's own default file name.
+    """
+
+    model_name: str
+    version_dir: Path
+    model_filename: str = ""
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    declared_inputs: tuple[TensorSpec, ...] = ()
+    declared_outputs: tuple[TensorSpec, ...] = ()
+    max_batch_size: int = 0
+    device: str = "cpu"  # "cpu" or "gpu"
+    device_id: int = 0
+    accelerator: str = ""  # e.g. "tensorrt"
+    accelerator_parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+class RuntimeFactory(Protocol):
+    """Builds a loaded Runtime; raises runtimes.errors.ModelLoadError with a clear reason."""
+
+    def __call__(self, spec: RuntimeSpec) -> Runtime: ...
 
 
 class Runtime(Protocol):

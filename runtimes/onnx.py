@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtimes import datatypes
-from runtimes.base import RuntimeMetadata, TensorSpec
+from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -20,14 +20,28 @@ log = logging.getLogger(__name__)
 _ONNX_BF16_ELEMENT_TYPE = 16  # onnx.TensorProto.BFLOAT16
 
 
+DEFAULT_FILENAME = "model.onnx"
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+# Model parameters passed on to the CUDA execution provider (Triton's onnxruntime backend names).
+_CUDA_PARAMETERS = ("gpu_mem_limit", "cudnn_conv_algo_search", "arena_extend_strategy")
+
+
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
-    """Session options a model config can set. Zero threads means onnxruntime's default."""
+    """Session options a model config can set. Zero threads means onnxruntime's default.
+
+    providers are tried in order; the first is the one wanted. onnxruntime silently falls back
+    when it cannot create it (no GPU, missing CUDA libraries), so the load checks which one is
+    active: a fallback fails the load unless allow_cpu_fallback is set.
+    """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    providers: tuple[str, ...] = (CPU,)
     provider_options: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    allow_cpu_fallback: bool = False
 
 
 class OnnxRuntime:
@@ -48,7 +62,18 @@ class OnnxRuntime:
             )
         except Exception as exc:  # onnxruntime raises several unrelated exception types
             raise ModelLoadError(f"onnxruntime could not load {model_path.name}: {exc}") from exc
-        self._metadata = _read_metadata(self._session)
+        wanted, active = options.providers[0], self._session.get_providers()[0]
+        self.fallback_from = ""
+        if active != wanted:
+            if not options.allow_cpu_fallback:
+                raise ModelLoadError(
+                    f"{wanted} is not active: onnxruntime fell back to {active} (no GPU, or "
+                    "the CUDA/TensorRT libraries are missing); set the model parameter "
+                    "allow_cpu_fallback to 'true' to run on the CPU instead"
+                )
+            log.warning("%s: %s is not active, running on %s", model_path, wanted, active)
+            self.fallback_from = wanted
+        self._metadata = _read_metadata(self._session, self.fallback_from)
         # Strings and bfloat16 need conversions that plain numpy feeds cannot express.
         self._string_inputs = _names_of(self._metadata.inputs, "BYTES")
         self._bf16_inputs = _names_of(self._metadata.inputs, "BF16")
@@ -103,16 +128,61 @@ class OnnxRuntime:
         ]
 
 
-def _read_metadata(session: ort.InferenceSession) -> RuntimeMetadata:
+def _read_metadata(session: ort.InferenceSession, fallback_from: str) -> RuntimeMetadata:
     inputs = tuple(_tensor_spec(arg) for arg in session.get_inputs())
     outputs = tuple(_tensor_spec(arg) for arg in session.get_outputs())
     supports_batching = all(spec.shape and spec.shape[0] == -1 for spec in (*inputs, *outputs))
+    device = session.get_providers()[0]
     return RuntimeMetadata(
         inputs=inputs,
         outputs=outputs,
         supports_batching=supports_batching,
-        device=session.get_providers()[0],
+        device=f"{device} (fallback from {fallback_from})" if fallback_from else device,
     )
+
+
+def options_for(spec: RuntimeSpec) -> OnnxRuntimeOptions:
+    """Execution providers and session options from the model's config, as in Triton's
+    onnxruntime backend: instance kind GPU -> CUDA on its device; the gpu execution
+    accelerator "tensorrt" -> TensorRT first (FP16 with precision_mode FP16, an engine cache
+    with trt_engine_cache_path)."""
+    parameters = spec.parameters
+    threads = {
+        "intra_op_threads": int(parameters.get("intra_op_thread_count", 0)),
+        "inter_op_threads": int(parameters.get("inter_op_thread_count", 0)),
+        "allow_cpu_fallback": parameters.get("allow_cpu_fallback", "").lower() == "true",
+    }
+    if spec.device != "gpu":
+        return OnnxRuntimeOptions(**threads)
+    cuda = {"device_id": str(spec.device_id)}
+    cuda.update({key: parameters[key] for key in _CUDA_PARAMETERS if key in parameters})
+    if spec.accelerator != "tensorrt":
+        return OnnxRuntimeOptions(**threads, providers=(CUDA, CPU), provider_options=(cuda, {}))
+    accelerator = spec.accelerator_parameters
+    tensorrt = {"device_id": str(spec.device_id)}
+    if accelerator.get("precision_mode", "").upper() == "FP16":
+        tensorrt["trt_fp16_enable"] = "True"
+    if "trt_engine_cache_path" in accelerator:
+        tensorrt["trt_engine_cache_enable"] = "True"
+        tensorrt["trt_engine_cache_path"] = accelerator["trt_engine_cache_path"]
+    if "max_workspace_size_bytes" in accelerator:
+        tensorrt["trt_max_workspace_size"] = accelerator["max_workspace_size_bytes"]
+    return OnnxRuntimeOptions(
+        **threads, providers=(TENSORRT, CUDA, CPU), provider_options=(tensorrt, cuda, {})
+    )
+
+
+def create(spec: RuntimeSpec) -> OnnxRuntime:
+    path = spec.version_dir / (spec.model_filename or DEFAULT_FILENAME)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model '{spec.model_name}' version {spec.version_dir.name} has no file {path.name}"
+        )
+    try:
+        options = options_for(spec)
+    except ValueError as exc:
+        raise ModelLoadError(f"model '{spec.model_name}': bad thread count: {exc}") from exc
+    return OnnxRuntime(path, options)
 
 
 def _tensor_spec(arg: ort.NodeArg) -> TensorSpec:

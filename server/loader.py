@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from batching.observer import BatchObserver, FanOut
 from batching.scheduler import Scheduler
+from runtimes.base import Runtime
 from runtimes.errors import ModelLoadError
-from runtimes.onnx import OnnxRuntime
+from runtimes.registry import runtime_factory
 from server import model_config
 from server._proto import model_config_pb2 as mc
 from server.drift import DriftMonitor, load_profile
@@ -105,19 +106,41 @@ async def load_version(
     return model
 
 
+def open_runtime(
+    source: ModelSource,
+    version: int,
+    given: mc.ModelConfig | None,
+    *,
+    default_max_batch_size: int = 32,
+    placement: model_config.Placement | None = None,
+) -> tuple[mc.ModelConfig, Runtime]:
+    """One runtime instance of a model version and its completed config (the first instance
+    of a load, and the tools that run a model without a server: profile, batch)."""
+    base = given or mc.ModelConfig()
+    factory = runtime_factory(model_config.backend_of(base))
+    where = placement or model_config.placements_of(base)[0]
+    spec = model_config.runtime_spec_of(base, source.name, source.version_paths[version], where)
+    runtime = factory(spec)
+    try:
+        config = model_config.complete_config(
+            given, source.name, runtime.metadata(), default_max_batch_size=default_max_batch_size
+        )
+    except ModelLoadError:
+        runtime.close()
+        raise
+    return config, runtime
+
+
 def _build_instances(
     source: ModelSource, version: int, given: mc.ModelConfig | None, options: LoadOptions
-) -> tuple[mc.ModelConfig, list[OnnxRuntime]]:
-    filename = (
-        given.default_model_filename if given else ""
-    ) or model_config.DEFAULT_MODEL_FILENAME
-    model_path = source.version_paths[version] / filename
-    if not model_path.is_file():
-        raise ModelLoadError(f"model '{source.name}' version {version} has no file {filename}")
-    runtime_options = model_config.runtime_options_of(given or mc.ModelConfig())
-    first = OnnxRuntime(model_path, runtime_options)
-    config = model_config.complete_config(
-        given, source.name, first.metadata(), default_max_batch_size=options.default_max_batch_size
+) -> tuple[mc.ModelConfig, list[Runtime]]:
+    placements = model_config.placements_of(given or mc.ModelConfig())
+    config, first = open_runtime(
+        source,
+        version,
+        given,
+        default_max_batch_size=options.default_max_batch_size,
+        placement=placements[0],
     )
     unsupported = model_config.unsupported_fields(config)
     if unsupported:
@@ -126,16 +149,14 @@ def _build_instances(
             source.name,
             ", ".join(unsupported),
         )
-    count = model_config.instance_count_of(config)
-    instances = [first] + [OnnxRuntime(model_path, runtime_options) for _ in range(count - 1)]
+    factory = runtime_factory(config.backend)
+    version_dir = source.version_paths[version]
+    instances = [first]
     try:
-        warm_up(
-            source.name,
-            instances,
-            config,
-            model_config.signature_of(config),
-            source.path,
-        )
+        for placement in placements[1:]:
+            spec = model_config.runtime_spec_of(config, source.name, version_dir, placement)
+            instances.append(factory(spec))
+        warm_up(source.name, instances, config, model_config.signature_of(config), source.path)
     except ModelLoadError:
         for instance in instances:
             instance.close()

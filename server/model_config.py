@@ -14,7 +14,7 @@ from google.protobuf import text_format
 
 from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
 from runtimes import datatypes
-from runtimes.base import RuntimeMetadata, TensorSpec
+from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntimeOptions
 from server._proto import model_config_pb2 as mc
@@ -23,6 +23,7 @@ from server.drift import DriftSettings
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 DEFAULT_MODEL_FILENAME = "model.onnx"
+_DEFAULT_FILENAMES = {BACKEND: DEFAULT_MODEL_FILENAME, "python": "model.py"}
 
 # Model parameters tensorgate reads (string values, as in Triton's `parameters` map).
 INTRA_OP_THREADS = "intra_op_thread_count"  # same name as Triton's onnxruntime backend
@@ -52,6 +53,10 @@ KNOWN_PARAMETERS = frozenset(
         MAX_QUEUED_REQUESTS,
         INLINE_COMPUTE_THRESHOLD_US,
         EXECUTION_TIMEOUT_US,
+        "allow_cpu_fallback",
+        "gpu_mem_limit",
+        "cudnn_conv_algo_search",
+        "arena_extend_strategy",
         DRIFT_SAMPLE_RATIO,
         DRIFT_WINDOW_ROWS,
         DRIFT_PSI_THRESHOLD,
@@ -64,7 +69,6 @@ KNOWN_PARAMETERS = frozenset(
 _UNSUPPORTED_TOP_LEVEL = (
     "batch_input",
     "batch_output",
-    "optimization",
     "sequence_batching",
     "ensemble_scheduling",
     "model_operations",
@@ -128,12 +132,9 @@ def complete_config(
             f"config.pbtxt names the model '{config.name}' but its directory is '{model_name}'"
         )
     config.name = model_name
-    if config.platform not in ("", PLATFORM) or config.backend not in ("", BACKEND):
-        raise ModelLoadError(
-            f"model '{model_name}' asks for platform '{config.platform}' / backend "
-            f"'{config.backend}'; tensorgate serves '{PLATFORM}' (backend '{BACKEND}')"
-        )
-    config.platform, config.backend = PLATFORM, BACKEND
+    config.backend = backend_of(config)
+    if config.backend == BACKEND:
+        config.platform = PLATFORM
     auto_completed = not config.input and not config.output
     if auto_completed and config.max_batch_size == 0 and graph.supports_batching:
         config.max_batch_size = default_max_batch_size
@@ -156,7 +157,7 @@ def complete_config(
         if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
             group.kind = mc.ModelInstanceGroup.KIND_CPU
     if not config.default_model_filename:
-        config.default_model_filename = DEFAULT_MODEL_FILENAME
+        config.default_model_filename = _DEFAULT_FILENAMES.get(config.backend, "")
     return config
 
 
@@ -206,6 +207,76 @@ def _complete_tensors(
             )
 
 
+def backend_of(config: mc.ModelConfig) -> str:
+    """The runtime a config asks for: its backend, or onnxruntime for Triton's ONNX platform."""
+    if config.platform not in ("", PLATFORM):
+        raise ModelLoadError(
+            f"model '{config.name}' asks for platform '{config.platform}'; tensorgate serves "
+            f"'{PLATFORM}', or the runtime named by `backend`"
+        )
+    if config.platform == PLATFORM and config.backend not in ("", BACKEND):
+        raise ModelLoadError(
+            f"model '{config.name}': platform '{PLATFORM}' and backend '{config.backend}' "
+            "disagree"
+        )
+    return config.backend or BACKEND
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one runtime instance runs."""
+
+    device: str  # "cpu" or "gpu"
+    device_id: int = 0
+
+
+def placements_of(config: mc.ModelConfig) -> list[Placement]:
+    """One entry per instance, as Triton counts them: a KIND_GPU group runs `count` instances
+    on each GPU it lists (device 0 when it lists none); any other kind, `count` on the CPU."""
+    placements = []
+    for group in config.instance_group or [mc.ModelInstanceGroup()]:
+        count = max(1, group.count)
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            for gpu in group.gpus or [0]:
+                placements += [Placement("gpu", gpu)] * count
+        else:
+            placements += [Placement("cpu")] * count
+    return placements
+
+
+def runtime_spec_of(
+    config: mc.ModelConfig, model_name: str, version_dir: Path, placement: Placement
+) -> RuntimeSpec:
+    """What the runtime factory gets from a (given or completed) config."""
+    signature = signature_of(config) if config.input or config.output else None
+    accelerator, accelerator_parameters = "", {}
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    if placement.device == "gpu" and accelerators:
+        accelerator = accelerators[0].name
+        accelerator_parameters = dict(accelerators[0].parameters)
+    return RuntimeSpec(
+        model_name=model_name,
+        version_dir=version_dir,
+        model_filename=config.default_model_filename,
+        parameters={key: value.string_value for key, value in config.parameters.items()},
+        declared_inputs=tuple(
+            TensorSpec(s.name, s.datatype, signature.full_shape(s)) for s in signature.inputs
+        )
+        if signature
+        else (),
+        declared_outputs=tuple(
+            TensorSpec(s.name, s.datatype, signature.full_shape(s)) for s in signature.outputs
+        )
+        if signature
+        else (),
+        max_batch_size=config.max_batch_size,
+        device=placement.device,
+        device_id=placement.device_id,
+        accelerator=accelerator,
+        accelerator_parameters=accelerator_parameters,
+    )
+
+
 def unsupported_fields(config: mc.ModelConfig) -> list[str]:
     """Settings in `config` that tensorgate parses but does not act on (yet)."""
     found = [name for name in _UNSUPPORTED_TOP_LEVEL if _is_set(config, name)]
@@ -214,13 +285,35 @@ def unsupported_fields(config: mc.ModelConfig) -> list[str]:
             if field in tensor.DESCRIPTOR.fields_by_name and _is_set(tensor, field):
                 found.append(f"{tensor.name}.{field}")
     for group in config.instance_group:
-        if group.kind != mc.ModelInstanceGroup.KIND_CPU or group.gpus:
-            found.append(f"instance_group kind {mc.ModelInstanceGroup.Kind.Name(group.kind)}")
+        if group.kind == mc.ModelInstanceGroup.KIND_MODEL:
+            found.append("instance_group kind KIND_MODEL")
         if group.HasField("rate_limiter"):
             found.append("instance_group.rate_limiter")
-    found.extend(
-        f"parameters.{key}" for key in sorted(config.parameters) if key not in KNOWN_PARAMETERS
-    )
+    found.extend(_unsupported_optimization(config.optimization))
+    if config.backend in ("", BACKEND):  # other runtimes read their own parameters
+        found.extend(
+            f"parameters.{key}" for key in sorted(config.parameters) if key not in KNOWN_PARAMETERS
+        )
+    return found
+
+
+def _unsupported_optimization(optimization: mc.ModelOptimizationPolicy) -> list[str]:
+    """Of `optimization`, only the TensorRT GPU execution accelerator is acted on."""
+    found = [
+        f"optimization.{field.name}"
+        for field, _ in optimization.ListFields()
+        if field.name != "execution_accelerators"
+    ]
+    accelerators = optimization.execution_accelerators
+    found += [
+        f"optimization.execution_accelerators.gpu {a.name}"
+        for a in accelerators.gpu_execution_accelerator
+        if a.name != "tensorrt"
+    ]
+    found += [
+        f"optimization.execution_accelerators.cpu {a.name}"
+        for a in accelerators.cpu_execution_accelerator
+    ]
     return found
 
 

@@ -310,21 +310,26 @@ def test_batching_when_only_one_tensor_lacks_the_batch_dimension() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "platform", "backend"),
+    ("text", "fragments"),
     [
-        ('platform: "tensorrt_plan"', "tensorrt_plan", ""),
-        ('backend: "pytorch"', "", "pytorch"),
-        ('platform: "onnxruntime_onnx"\nbackend: "python"', "onnxruntime_onnx", "python"),
+        ('platform: "tensorrt_plan"', ["platform 'tensorrt_plan'", "'onnxruntime_onnx'"]),
+        (
+            'platform: "onnxruntime_onnx"\nbackend: "python"',
+            ["platform 'onnxruntime_onnx' and backend 'python' disagree"],
+        ),
     ],
 )
-def test_wrong_platform_or_backend(text: str, platform: str, backend: str) -> None:
-    with raises(
-        ModelLoadError,
-        "model 'm'",
-        f"platform '{platform}' / backend '{backend}'",
-        "'onnxruntime_onnx'",
-    ):
+def test_wrong_platform_or_backend(text: str, fragments: list[str]) -> None:
+    with raises(ModelLoadError, "model 'm'", *fragments):
         complete(text)
+
+
+def test_an_unknown_backend_is_named_with_the_ones_available() -> None:
+    from runtimes.registry import runtime_factory
+
+    assert model_config.backend_of(parse('backend: "pytorch"')) == "pytorch"
+    with raises(ModelLoadError, "no runtime 'pytorch'", "onnxruntime", "python"):
+        runtime_factory("pytorch")
 
 
 def test_config_name_must_match_directory() -> None:
@@ -368,7 +373,6 @@ def test_unsupported_fields_are_listed() -> None:
         """
     )
     assert model_config.unsupported_fields(config) == [
-        "optimization",
         "sequence_batching",
         "model_transaction_policy",
         "response_cache",
@@ -376,8 +380,8 @@ def test_unsupported_fields_are_listed() -> None:
         "x.allow_ragged_batch",
         "x.optional",
         "y.is_shape_tensor",
-        "instance_group kind KIND_GPU",
         "instance_group.rate_limiter",
+        "optimization.graph",
         "parameters.alpha",
         "parameters.zeta",
     ]
