@@ -117,7 +117,7 @@ def test_unavailable_provider_falls_back_and_reports_the_active_device(tmp_path:
         tmp_path, "m", "FP32", max_batch_size=0, with_config=False
     )
     options = OnnxRuntimeOptions(providers=("NoSuchExecutionProvider",))
-    with pytest.raises(ModelLoadError, match="NoSuchExecutionProvider is not active.*fell back"):
+    with pytest.raises(ModelLoadError, match=r"NoSuchExecutionProvider is not active.*fell back"):
         OnnxRuntime(written.model_path, options)
     allowed = OnnxRuntimeOptions(providers=("NoSuchExecutionProvider",), allow_cpu_fallback=True)
     assert OnnxRuntime(written.model_path, allowed).metadata().device == (
