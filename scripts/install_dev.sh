@@ -10,3 +10,4 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 bash scripts/install_perf_analyzer.sh
+bash scripts/install_kubectl.sh

@@ -8,4 +8,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install_dev.sh
 .venv/bin/python -m pytest tests/unit tests/inprocess "$@"
 .venv/bin/python -m pytest tests/integration "$@"
+.venv/bin/python -m pytest tests/deploy "$@"
 .venv/bin/python -m pytest tests/bench "$@"
