@@ -164,6 +164,12 @@ class Scheduler:
                 f"priority levels 1 to {config.priority_levels}"
             )
         rows = next(iter(inputs.values())).shape[0] if config.batches and inputs else 1
+        padded = {name: inputs[name].shape for name in config.padded_inputs if name in inputs}
+        if len(set(padded.values())) > 1:
+            described = ", ".join(f"'{name}' {list(shape)}" for name, shape in padded.items())
+            raise InvalidInputError(
+                f"inputs padded together must have the same shape, got {described}"
+            )
         if config.batches and rows > config.max_batch_size:
             raise InvalidInputError(
                 f"request has {rows} rows, more than max_batch_size {config.max_batch_size} "
@@ -347,22 +353,15 @@ class Scheduler:
             output_names = _union_in_order(batch)
             assembled = clock.now()
             assemble_s = assembled - started
-            outputs = await self._compute(instance, inputs, output_names, rows)
-            inferred = clock.now()
-            infer_s = inferred - assembled
-            results = list(
-                assemble.split(
-                    outputs,
-                    batch,
-                    model_name=self.model_name,
-                    batch_rows=rows,
-                    padded_inputs=self.config.padded_inputs,
-                    sliced_outputs=self.config.sliced_outputs,
-                )
-                if self.config.batches
-                else [outputs]
-            )
-            split_s = clock.now() - inferred
+            try:
+                outputs = await self._compute(instance, inputs, output_names, rows)
+            except RuntimeFailure as failure:
+                results = await self._isolate_failure(instance, batch, failure)
+            else:
+                inferred = clock.now()
+                infer_s = inferred - assembled
+                results = self._split(outputs, batch, rows)
+                split_s = clock.now() - inferred
         except TensorgateError as error:
             log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
             results = [error] * len(batch)
@@ -390,6 +389,61 @@ class Scheduler:
             )
         )
         self._release(sequence, list(zip(batch, results, strict=True)))
+
+    def _split(
+        self, outputs: Outputs, batch: list[PendingRequest], rows: int
+    ) -> list[Outputs | BaseException]:
+        if not self.config.batches:
+            return [outputs]
+        return list(
+            assemble.split(
+                outputs,
+                batch,
+                model_name=self.model_name,
+                batch_rows=rows,
+                padded_inputs=self.config.padded_inputs,
+                sliced_outputs=self.config.sliced_outputs,
+            )
+        )
+
+    async def _isolate_failure(
+        self, instance: Runtime, batch: list[PendingRequest], failure: RuntimeFailure
+    ) -> list[Outputs | BaseException]:
+        """The runtime failed a batch: if it held several requests, run each alone, so that
+        one request's bad data fails that request only (and no other client sees its error)."""
+        if len(batch) == 1:
+            return [self._client_error(failure)]
+        log.warning(
+            "model '%s': a batch of %d requests failed (%s); running them one by one",
+            self.model_name,
+            len(batch),
+            failure.cause,
+        )
+        results: list[Outputs | BaseException] = []
+        for request in batch:
+            try:
+                outputs = await self._compute(
+                    instance, request.inputs, list(request.output_names), request.rows
+                )
+                results.extend(self._split(outputs, [request], request.rows))
+            except RuntimeFailure as alone:
+                results.append(self._client_error(alone))
+            except TensorgateError as error:
+                results.append(error)
+        return results
+
+    def _client_error(self, failure: RuntimeFailure) -> TensorgateError:
+        """What a client is told about a runtime failure: a generic message of the right kind;
+        the runtime's own words (node names, values) go to the log only."""
+        log.error("model '%s': the runtime failed a request: %s", self.model_name, failure.cause)
+        if isinstance(failure.cause, InvalidInputError):
+            return InvalidInputError(
+                f"model '{self.model_name}' rejected the request's input values; the server "
+                "log has the runtime's message"
+            )
+        return ModelExecutionError(
+            f"model '{self.model_name}' failed to run the request; the server log has the details"
+        )
 
     async def _compute(
         self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str], rows: int
@@ -458,11 +512,23 @@ class Scheduler:
             self._next_to_release += 1
 
 
+class RuntimeFailure(Exception):
+    """The runtime itself raised while running a batch (as opposed to a broken contract or a
+    timeout); `cause` is what it raised."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _timed_infer(
     instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
 ) -> tuple[Outputs, float]:
     started = time.perf_counter()
-    outputs = instance.infer(inputs, output_names)
+    try:
+        outputs = instance.infer(inputs, output_names)
+    except Exception as error:
+        raise RuntimeFailure(error) from error
     return outputs, time.perf_counter() - started
 
 

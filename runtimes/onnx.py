@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from runtimes import datatypes
 from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
@@ -99,6 +100,8 @@ class OnnxRuntime:
                 results = self._run_with_ort_values(feeds, output_names)
             else:
                 results = self._session.run(list(output_names), feeds)
+        except InvalidArgument as exc:  # the request's values: out-of-range indices, shapes
+            raise InvalidInputError(f"onnxruntime rejected the input: {exc}") from exc
         except Exception as exc:
             raise ModelExecutionError(f"onnxruntime failed to run the model: {exc}") from exc
         return {

@@ -44,6 +44,4 @@ def runtime_factory(backend: str) -> RuntimeFactory:
                 ) from exc
             log.info("runtime '%s' comes from plugin %s", backend, entry_point.value)
             return factory
-    raise ModelLoadError(
-        f"no runtime '{backend}'; available: {', '.join(available_backends())}"
-    )
+    raise ModelLoadError(f"no runtime '{backend}'; available: {', '.join(available_backends())}")

@@ -6,8 +6,10 @@ stops accepting, lets in-flight calls finish within the grace period, then unloa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -18,12 +20,12 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
-from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server.audit import AuditLog
 from server.codec import RequestLimits
 from server.loader import LoadOptions
 from server.manager import ModelManager
 from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
+from server.registration import add_inference_service
 from server.registry import ModelRegistry
 from server.security import AuthInterceptor, CertificateFiles, TokenStore
 from server.servicer import InferenceServicer, ServerState
@@ -34,6 +36,8 @@ from server.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
 
+# After draining, the listener closes once no call has come for this long (see wait_quiet).
+QUIET_BEFORE_CLOSE_S = 0.2
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -89,6 +93,7 @@ class TensorgateServer:
             else None
         )
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self.port: int = 0
         self.metrics_port: int = 0
 
@@ -124,7 +129,7 @@ class TensorgateServer:
                 "require bearer tokens"
             )
         server = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        add_inference_service(
             InferenceServicer(
                 self.registry,
                 self.state,
@@ -166,27 +171,58 @@ class TensorgateServer:
             self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
+        if settings.grpc_health_port:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self._health_server.add_insecure_port(
+                f"{settings.grpc_host}:{settings.grpc_health_port}"
+            )
+            await self._health_server.start()
+            log.info("health checks also on plaintext port %d", settings.grpc_health_port)
         self.state.accepting = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
 
-    async def stop(self, grace_s: float | None = None) -> None:
+    async def stop(self, grace_s: float | None = None) -> bool:
+        """Drain and stop; False when work was still running at the end of the grace period
+        (its threads cannot be stopped: the caller should exit the process without them).
+
+        The listener stays open while requests drain, so late calls get a clear UNAVAILABLE
+        ("server is shutting down") that clients retry elsewhere, instead of being cut off.
+        """
         grace_s = self.settings.grace_period_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace_s
         log.info("shutting down (grace period %.1fs)", grace_s)
-        self.state.accepting = False
         await self.health.enter_graceful_shutdown()
+        delay_s = min(self.settings.shutdown_delay_s, grace_s)
+        if delay_s > 0:  # still serving: health-checking clients and load balancers move away
+            log.info("health is NOT_SERVING; still serving for %.1fs", delay_s)
+            await asyncio.sleep(delay_s)
+        self.state.accepting = False
         if self.watcher is not None:
             await self.watcher.stop()
+        drained = await self.state.wait_idle(max(0.0, deadline - time.monotonic()))
+        await self.state.wait_quiet(QUIET_BEFORE_CLOSE_S, deadline)
         if self._server is not None:
-            await self._server.stop(grace_s)
-        await self.models.unload_all()
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+        try:
+            await asyncio.wait_for(
+                self.models.unload_all(), timeout=max(0.1, deadline - time.monotonic())
+            )
+        except asyncio.TimeoutError:
+            drained = False
+        if not drained:
+            log.error("the grace period ended with work still running; it is abandoned")
         self.shared_memory.close()
         self.tracing.shutdown()
         self.audit.close()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped")
+        return drained
 
     def _model_rows(self) -> list[ModelRow]:
         """Model versions for the metrics collector; runs on the metrics HTTP thread, so it

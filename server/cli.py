@@ -103,7 +103,26 @@ _SERVE_OPTIONS = (
     _Option("--grpc-host", "grpc_host", str, "address to listen on"),
     _Option("--grpc-port", "grpc_port", int, "port to listen on (0 picks a free one)"),
     _Option(
+        "--grpc-health-port",
+        "grpc_health_port",
+        int,
+        "plaintext port serving only grpc.health.v1, for probes when the main port uses TLS "
+        "(0: none)",
+    ),
+    _Option(
         "--max-message-bytes", "max_message_bytes", int, "largest gRPC message accepted or sent"
+    ),
+    _Option("--max-inputs", "max_inputs", int, "most input tensors in one request"),
+    _Option(
+        "--max-tensor-elements", "max_tensor_elements", int, "most elements in one input tensor"
+    ),
+    _Option("--max-tensor-bytes", "max_tensor_bytes", int, "most bytes in one input tensor"),
+    _Option("--max-bytes-element", "max_bytes_element", int, "longest element of a BYTES tensor"),
+    _Option(
+        "--max-concurrent-streams",
+        "max_concurrent_streams",
+        int,
+        "most ModelStreamInfer streams open at once (beyond: RESOURCE_EXHAUSTED)",
     ),
     _Option(
         "--default-max-batch-size",
@@ -142,7 +161,35 @@ _SERVE_OPTIONS = (
         float,
         "how long the server waits for a ping answer before closing the connection",
     ),
+    _Option(
+        "--shutdown-delay-secs",
+        "shutdown_delay_s",
+        float,
+        "on SIGTERM, keep serving this long with health NOT_SERVING before refusing new calls "
+        "(part of the grace period)",
+    ),
     _Option("--log-level", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    _Option("--tls-cert-file", "tls_cert_file", Path, "PEM certificate chain: turns TLS on"),
+    _Option("--tls-key-file", "tls_key_file", Path, "PEM private key of the certificate"),
+    _Option(
+        "--tls-client-ca-file",
+        "tls_client_ca_file",
+        Path,
+        "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
+    ),
+    _Option(
+        "--auth-tokens-file",
+        "auth_tokens_file",
+        Path,
+        "bearer tokens, one '<name> <scopes> <token>' line each (scopes: infer, admin); "
+        "TENSORGATE_AUTH_TOKENS may hold more lines, ';'-separated; no tokens: auth off",
+    ),
+    _Option(
+        "--audit-log",
+        "audit_log",
+        str,
+        "JSON-lines audit of control actions and refused calls: a file, or - for stderr",
+    ),
     _Option("--metrics", "metrics_enabled", _boolean, "serve Prometheus metrics (true/false)"),
     _Option(
         "--metrics-port",
@@ -262,6 +309,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSe
                 ) from None
         if value is not None:
             values[option.field] = value
+    if environ.get("TENSORGATE_AUTH_TOKENS"):
+        values["auth_tokens"] = environ["TENSORGATE_AUTH_TOKENS"]  # never a flag: ps shows flags
     return dataclasses.replace(ServerSettings(), **values)
 
 
@@ -361,4 +410,7 @@ async def _serve(settings: ServerSettings) -> None:
         loop.add_signal_handler(sig, stop_requested.set)
     await server.start()
     await stop_requested.wait()
-    await server.stop()
+    if not await server.stop():
+        # Threads stuck in a model cannot be joined; leave without waiting for them.
+        logging.shutdown()
+        os._exit(0)

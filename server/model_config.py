@@ -40,7 +40,9 @@ DRIFT_PSI_THRESHOLD = "drift_psi_threshold"
 DRIFT_REFERENCE_ROWS = "drift_reference_rows"
 DRIFT_PROFILE = "drift_profile"  # path relative to the model directory
 DEFAULT_DRIFT_PROFILE = "drift_profile.json"
-DEFAULT_INLINE_COMPUTE_THRESHOLD_US = 100
+# Off unless a model opts in: a model whose cost depends on its data (loops, sequence length)
+# could otherwise block the event loop on an underestimated batch.
+DEFAULT_INLINE_COMPUTE_THRESHOLD_US = 0
 MAX_QUEUED_REQUESTS = "max_queued_requests"
 KNOWN_PARAMETERS = frozenset(
     {
@@ -216,8 +218,7 @@ def backend_of(config: mc.ModelConfig) -> str:
         )
     if config.platform == PLATFORM and config.backend not in ("", BACKEND):
         raise ModelLoadError(
-            f"model '{config.name}': platform '{PLATFORM}' and backend '{config.backend}' "
-            "disagree"
+            f"model '{config.name}': platform '{PLATFORM}' and backend '{config.backend}' disagree"
         )
     return config.backend or BACKEND
 

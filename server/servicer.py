@@ -6,9 +6,10 @@ leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENT
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -53,10 +54,44 @@ GRPC_ERROR_HEADER = "triton_grpc_error"
 
 
 class ServerState:
-    """Whether the server takes new work; flipped once, at shutdown."""
+    """Whether the server takes new work (flipped once, at shutdown), and how many inference
+    requests it is still answering, so that shutdown can wait for them."""
 
     def __init__(self) -> None:
         self.accepting = False
+        self.in_flight = 0
+        self.last_arrival_s = 0.0  # monotonic time of the last inference call, even refused
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def wait_quiet(self, quiet_s: float, deadline_s: float) -> None:
+        """Wait until no inference call has arrived for quiet_s (or the deadline): gRPC cancels
+        calls that arrive while its server stops, so the listener closes only once clients
+        have taken their UNAVAILABLE answers and gone."""
+        while (now := time.monotonic()) < deadline_s:
+            remaining_quiet = quiet_s - (now - self.last_arrival_s)
+            if remaining_quiet <= 0:
+                return
+            await asyncio.sleep(min(remaining_quiet, deadline_s - now))
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no inference request is in flight; False if the time ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -182,9 +217,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelStreamInferResponse(
                 error_message=status.error_message("ModelStreamInfer", error),
                 infer_response=pb.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
+                    model_name=getattr(request, "model_name", ""),  # "" for an undecodable one
+                    model_version=getattr(request, "model_version", ""),
+                    id=getattr(request, "id", ""),
                 ),
             )
 
@@ -220,8 +255,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         """The core of ModelInfer and of each request of a ModelStreamInfer stream."""
+        status.check_decoded(request)
+        self._state.last_arrival_s = time.monotonic()
         if not self._state.accepting:
             raise ShuttingDownError("server is shutting down")
+        with self._state.handling():
+            return await self._infer_accepted(request, context)
+
+    async def _infer_accepted(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         model = self._registry.resolve(request.model_name, request.model_version)
         tracing = self._tracing
         with (

@@ -20,6 +20,9 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 8001
+    # A plaintext port serving only grpc.health.v1, for Kubernetes probes (which cannot speak
+    # TLS) when the main port uses TLS. 0: none.
+    grpc_health_port: int = 0
     max_message_bytes: int = 256 * 1024 * 1024
     # Per-request limits (beyond them: INVALID_ARGUMENT) and concurrent streams (beyond:
     # RESOURCE_EXHAUSTED).
@@ -30,6 +33,9 @@ class ServerSettings:
     max_concurrent_streams: int = 256
     default_max_batch_size: int = 32
     grace_period_s: float = 30.0
+    # On SIGTERM, health turns NOT_SERVING at once but requests are still served this long, so
+    # load balancers and health-checking clients move away before calls are refused.
+    shutdown_delay_s: float = 0.0
     log_level: str = "INFO"
     metrics_enabled: bool = True
     metrics_port: int = 8002

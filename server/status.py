@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from runtimes.errors import TensorgateError
+from runtimes.errors import InvalidInputError, TensorgateError
+from server.registration import Undecodable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def _log_unexpected(method: str, error: BaseException) -> None:
         log.error("unexpected error in %s", method, exc_info=error)
 
 
+def check_decoded(request: object) -> None:
+    """Refuse a request whose bytes did not decode (see server/registration.py)."""
+    if isinstance(request, Undecodable):
+        raise InvalidInputError(f"the request is not a valid {request.message_type} message")
+
+
 def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Wrap a unary RPC method so every exception leaves as a precise status. The servicer's
     `record_call(method, code)` (if it has one) counts every call by its outcome."""
@@ -45,6 +52,7 @@ def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
         record = self.record_call
         try:
+            check_decoded(request)
             response = await method(self, request, context)
         except asyncio.CancelledError:
             record(name, "CANCELLED")

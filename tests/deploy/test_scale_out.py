@@ -3,8 +3,8 @@
 - A client with round_robin over all three (as through the headless Service) spreads its calls;
   in a rolling restart under load (each replica in turn: SIGTERM, drain, start again) every
   replica drains, exits 0 and is found again, and the load is spread before and after.
-  That no call fails is the issue's goal; today a few do, so those two tests are xfail: see
-  KNOWN_ISSUE, and test_sigterm_under_load_serves_or_refuses_every_call, which reproduces it.
+  No call fails: a replica refuses late calls with UNAVAILABLE (which the client retries on
+  another replica) and closes its listener only once calls have stopped coming.
 - SIGTERM drains: a call in flight when it arrives is answered, new calls are refused with
   UNAVAILABLE, the process exits 0.
 - The pinning problem: through one address that balances connections (a ClusterIP Service,
@@ -126,17 +126,8 @@ def test_rolling_restart_drains_restarts_and_keeps_the_load_spread(
     assert run.successes >= 2 * SPREAD_CALLS + 3 * 20
 
 
-KNOWN_ISSUE = (
-    "server bug (deploy/README.md, 'Known issue: calls cut at SIGTERM'): calls that reach a "
-    "replica as it stops end CANCELLED, not UNAVAILABLE, so no retry policy covers them "
-    "(grpc core cancels calls not yet handed to a handler when server.stop() runs: "
-    "grpc/grpc#41785), and now and then one hangs until its deadline with no handler running. "
-    "Fix: on SIGTERM turn health NOT_SERVING and keep serving for a shutdown delay, so that "
-    "health-checking clients leave first; then stop."
-)
 
 
-@pytest.mark.xfail(reason=KNOWN_ISSUE, strict=False)  # a race: some runs cut no call
 def test_rolling_restart_fails_no_call(rolling_restart: RollingRestart) -> None:
     run = rolling_restart
     report = [
@@ -150,7 +141,6 @@ def test_rolling_restart_fails_no_call(rolling_restart: RollingRestart) -> None:
     )
 
 
-@pytest.mark.xfail(reason=KNOWN_ISSUE, strict=True)
 def test_sigterm_under_load_serves_or_refuses_every_call() -> None:
     """16 calls always in flight on one replica, with the client settings of deploy/README.md
     (retries left out, to see each answer): at SIGTERM every call must be served (OK) or

@@ -7,6 +7,7 @@ message (tensor name, expected vs got) are asserted.
 
 from __future__ import annotations
 
+import queue
 import struct
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -670,3 +671,67 @@ def test_server_still_healthy_after_all_errors(
     # Every error above was an expected one: nothing reached the catch-all INTERNAL path.
     assert "unexpected error" not in server.log_text
     assert "Traceback" not in server.log_text
+
+
+# ------------------------------------------------------------------------------------------------
+# Configurable limits
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repo = tmp_path_factory.mktemp("limited_repo")
+    mf.write_add_sub_model(repo, "add_sub", max_batch_size=MAX_BATCH)
+    mf.write_identity_model(
+        repo, "identity_bytes", "BYTES", max_batch_size=BYTES_BATCH, with_config=False
+    )
+    args = ["--max-inputs", "3", "--max-tensor-elements", "40", "--max-bytes-element", "8"]
+    args += ["--max-concurrent-streams", "1"]
+    with ServerProcess(repo, args) as server:
+        yield server
+
+
+def test_limits_answer_invalid_argument_naming_the_limit(limited: ServerProcess):
+    with grpc.insecure_channel(limited.url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        too_many = service_pb2.ModelInferRequest(
+            model_name="add_sub",
+            inputs=[_tensor(f"IN{i}", [1, COLUMNS], "FP32") for i in range(4)],
+            raw_input_contents=[np.ones((1, COLUMNS), np.float32).tobytes()] * 4,
+        )
+        error = _infer_error(stub, too_many)
+        _assert_error(error, INVALID, "4 inputs", "limit of 3", "--max-inputs")
+
+        three_rows = [_tensor("INPUT0", [3, COLUMNS]), _tensor("INPUT1", [3, COLUMNS])]
+        raw = [np.ones((3, COLUMNS), np.float32).tobytes()] * 2
+        error = _infer_error(stub, _add_sub_request(three_rows, raw))  # 48 elements > 40
+        _assert_error(error, INVALID, "'INPUT0'", "48 elements", "limit of 40")
+
+        long_element = _encode_bytes([b"short", b"much too long", b"a", b"b"])
+        error = _infer_error(stub, _bytes_request(long_element))
+        _assert_error(error, INVALID, "'INPUT0'", "BYTES element 1", "13 bytes", "limit of 8")
+
+        assert stub.ModelInfer(_add_sub_request(), timeout=10).outputs
+
+
+def test_streams_beyond_the_limit_are_refused_with_resource_exhausted(limited: ServerProcess):
+    pending: queue.Queue[service_pb2.ModelInferRequest | None] = queue.Queue()
+
+    def requests() -> Iterator[service_pb2.ModelInferRequest]:
+        while (request := pending.get()) is not None:
+            yield request
+
+    with grpc.insecure_channel(limited.url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        first = stub.ModelStreamInfer(requests(), timeout=30)
+        pending.put(_add_sub_request())
+        assert next(first).infer_response.outputs  # the first stream is open and counted
+        second = stub.ModelStreamInfer(iter([_add_sub_request()]), timeout=30)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(second)
+        _assert_error(refused.value, grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-concurrent-streams")
+        pending.put(None)
+        assert list(first) == []
+        # The slot is free again once the first stream ends.
+        third = stub.ModelStreamInfer(iter([_add_sub_request()]), timeout=30)
+        assert len(list(third)) == 1

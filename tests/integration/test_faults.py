@@ -313,7 +313,9 @@ def test_bad_request_does_not_fail_the_valid_request_sharing_its_batch(
     print(f"\nshared batch, answered in {took:.2f}s: {described}")
     assert took < BATCH_DELAY_S * 0.8, "the requests did not share a batch; the test proves nothing"
     assert isinstance(results["bad"], InferenceServerException)
-    assert code_of(results["bad"]) == "INTERNAL"
+    # onnxruntime blames the request's values (index 99 is out of range): INVALID_ARGUMENT.
+    assert code_of(results["bad"]) == "INVALID_ARGUMENT"
+    assert "'gather'" in results["bad"].message() or "model" in results["bad"].message()
     assert not isinstance(results["good"], InferenceServerException), (
         f"a valid request failed because a bad one shared its batch: {described['good']}"
     )

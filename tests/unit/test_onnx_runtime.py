@@ -12,7 +12,7 @@ import pytest
 
 from runtimes import datatypes
 from runtimes.base import TensorSpec
-from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
+from runtimes.errors import InvalidInputError, ModelLoadError, TensorgateError
 from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions
 from server import codec
 from server._proto import grpc_service_pb2 as pb
@@ -226,15 +226,16 @@ def test_bf16_output_encodes_as_bf16_raw(tmp_path: Path) -> None:
     assert response.raw_output_contents[0] == values.tobytes()
 
 
-def test_wrong_input_shape_is_a_model_execution_error(tmp_path: Path) -> None:
+def test_wrong_input_shape_is_an_invalid_input(tmp_path: Path) -> None:
+    # onnxruntime blames the caller's values (INVALID_ARGUMENT): the server says INVALID_ARGUMENT.
     runtime = identity(tmp_path, "FP32")
-    with raises(ModelExecutionError, "onnxruntime failed to run the model"):
+    with raises(InvalidInputError, "onnxruntime rejected the input"):
         runtime.infer({"INPUT0": np.zeros((2, 5), dtype=np.float32)}, ["OUTPUT0"])
 
 
-def test_unknown_output_is_a_model_execution_error(tmp_path: Path) -> None:
+def test_unknown_output_is_an_invalid_input(tmp_path: Path) -> None:
     runtime = identity(tmp_path, "INT32")
-    with raises(ModelExecutionError, "onnxruntime failed to run the model"):
+    with raises(InvalidInputError, "onnxruntime rejected the input"):
         runtime.infer({"INPUT0": np.zeros((1, 4), dtype=np.int32)}, ["NOPE"])
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from runtimes import datatypes
 from runtimes.base import Runtime, RuntimeSpec, TensorSpec
-from runtimes.errors import ModelExecutionError, ModelLoadError
+from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError
 from runtimes.registry import ENTRY_POINT_GROUP, available_backends, runtime_factory
 from tests.support.model_factory import write_add_sub_model
 from tests.support.python_models import ADD_SUB_SOURCE, write_python_model
@@ -88,11 +88,13 @@ def test_n_rows_in_give_n_rows_out_with_declared_datatypes(runtime: Runtime, cou
     np.testing.assert_allclose(outputs["OUTPUT1"], inputs["INPUT0"] - inputs["INPUT1"])
 
 
-def test_a_failure_raises_model_execution_error(runtime: Runtime) -> None:
+def test_a_failure_raises_a_tensorgate_error(runtime: Runtime) -> None:
+    # Input values the runtime rejects: InvalidInputError; any other failure:
+    # ModelExecutionError. The batcher turns either into a generic client message.
     inputs = inputs_for(runtime, 2)
     inputs["INPUT0"] = inputs["INPUT0"][:, :1]  # the wrong width for either model
     inputs["INPUT0"] = np.full_like(inputs["INPUT0"], np.nan)
-    with pytest.raises(ModelExecutionError):
+    with pytest.raises((ModelExecutionError, InvalidInputError)):
         runtime.infer(inputs, ["OUTPUT0"])
 
 

@@ -520,3 +520,31 @@ async def test_a_hung_batch_fails_its_requests_at_the_execution_timeout_and_othe
         assert [c["x"].item() for c in h.runtimes[0].calls] == [1, 3]
         h.runtimes[1].gate.set()
         await busy
+
+
+@async_test
+async def test_inputs_padded_together_must_agree_in_shape() -> None:
+    config = batched(padded_inputs=frozenset({"x", "mask"}))
+    async with Harness(config) as h:
+        inputs = {"x": np.ones((1, 3), np.float32), "mask": np.ones((1, 4), np.float32)}
+        with pytest.raises(InvalidInputError, match=r"padded together .*'x' \[1, 3\]"):
+            await h.scheduler.submit(inputs, ["y"])
+
+
+@async_test
+async def test_a_runtime_failure_in_a_shared_batch_fails_only_the_bad_request() -> None:
+    def refuses_negative(inputs, names):
+        if (inputs["x"] < 0).any():
+            raise InvalidInputError("index -1 out of range in node 'lookup'")
+        return {name: inputs["x"] * 2 for name in names}
+
+    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
+        h.runtime._compute = refuses_negative
+        good, bad = h.submit(x(1)), h.submit(x(-1))
+        await settle()
+        h.clock.advance(0.001)
+        assert (await good)["y"].item() == 2
+        with pytest.raises(InvalidInputError, match="model 'm' rejected the request") as error:
+            await bad
+        assert "lookup" not in str(error.value)
+        assert [c["x"].ravel().tolist() for c in h.runtime.calls] == [[1, -1], [1], [-1]]
