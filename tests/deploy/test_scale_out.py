@@ -126,8 +126,6 @@ def test_rolling_restart_drains_restarts_and_keeps_the_load_spread(
     assert run.successes >= 2 * SPREAD_CALLS + 3 * 20
 
 
-
-
 def test_rolling_restart_fails_no_call(rolling_restart: RollingRestart) -> None:
     run = rolling_restart
     report = [
