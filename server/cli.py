@@ -247,18 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs and outputs, by default to <model>/drift_profile.json, where the server reads "
         "it when the model sets the parameter drift_sample_ratio.",
     )
-    profile.add_argument("--model", required=True, help="model name in the repository")
-    profile.add_argument("--version", type=int, default=None, help="default: the highest")
-    profile.add_argument("--input", required=True, type=Path, help=".npz or .npy sample")
+    _add_model_arguments(profile, version_help="default: the highest", input_help=".npz or .npy")
     profile.add_argument("--output", type=Path, default=None, help="where to write the profile")
-    profile.add_argument(
+    _add_batch_parser(commands)
+    return parser
+
+
+def _add_model_arguments(
+    parser: argparse.ArgumentParser, version_help: str, input_help: str
+) -> None:
+    """The options of the commands that run one model on a file, without a server."""
+    parser.add_argument("--model", required=True, help="model name in the repository")
+    parser.add_argument("--version", type=int, default=None, help=version_help)
+    parser.add_argument("--input", required=True, type=Path, help=input_help)
+    parser.add_argument(
         "--model-repository",
         type=Path,
         default=None,
         help="default: $TENSORGATE_MODEL_REPOSITORY or the bundled example models",
     )
-    _add_batch_parser(commands)
-    return parser
 
 
 def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
@@ -271,16 +278,10 @@ def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
         "all columns). Output: the format of --output's extension. An interrupted run "
         "continues with --resume.",
     )
-    batch.add_argument("--model", required=True, help="model name in the repository")
-    batch.add_argument("--version", type=int, default=None, help="default: as the server picks")
-    batch.add_argument("--input", required=True, type=Path, help="file of rows to score")
-    batch.add_argument("--output", required=True, type=Path, help="file to write the outputs to")
-    batch.add_argument(
-        "--model-repository",
-        type=Path,
-        default=None,
-        help="default: $TENSORGATE_MODEL_REPOSITORY or the bundled example models",
+    _add_model_arguments(
+        batch, version_help="default: as the server picks", input_help="file of rows to score"
     )
+    batch.add_argument("--output", required=True, type=Path, help="file to write the outputs to")
     batch.add_argument(
         "--batch-size", type=int, default=0, help="rows per batch (default: about 8 MiB of input)"
     )

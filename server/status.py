@@ -37,6 +37,19 @@ def _log_unexpected(method: str, error: BaseException) -> None:
         log.error("unexpected error in %s", method, exc_info=error)
 
 
+async def _abort(
+    context: grpc.aio.ServicerContext,
+    method: str,
+    error: Exception,
+    record: Callable[[str, str], None],
+) -> None:
+    """End the call with the error's status (counted, and logged if unexpected)."""
+    _log_unexpected(method, error)
+    code, message = status_of(error)
+    record(method, code.name)
+    await context.abort(code, message)
+
+
 def check_decoded(request: object) -> None:
     """Refuse a request whose bytes did not decode (see server/registration.py)."""
     if isinstance(request, Undecodable):
@@ -60,10 +73,7 @@ def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            _log_unexpected(name, error)
-            code, message = status_of(error)
-            record(name, code.name)
-            await context.abort(code, message)
+            await _abort(context, name, error, record)
             raise  # abort() raises; this line only satisfies type checkers
         record(name, "OK")
         return response
@@ -116,10 +126,7 @@ def bidi_streaming(
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            _log_unexpected(name, error)
-            code, message = status_of(error)
-            record(name, code.name)
-            await context.abort(code, message)
+            await _abort(context, name, error, record)
         else:
             record(name, "OK")
 
