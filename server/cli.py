@@ -103,6 +103,12 @@ _SERVE_OPTIONS = (
     _Option("--grpc-host", "grpc_host", str, "address to listen on"),
     _Option("--grpc-port", "grpc_port", int, "port to listen on (0 picks a free one)"),
     _Option(
+        "--workers",
+        "workers",
+        int,
+        "server processes sharing the port (SO_REUSEPORT): the front end scales with cores",
+    ),
+    _Option(
         "--grpc-health-port",
         "grpc_health_port",
         int,
@@ -323,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _batch(args)
     settings = settings_from(args, dict(os.environ))
     _configure_logging(settings)
+    if args.command == "serve" and settings.workers > 1:
+        from server.workers import serve_workers
+
+        return serve_workers(settings, list(argv if argv is not None else sys.argv[1:]))
     if args.command == "serve":
         asyncio.run(_serve(settings))
     return 0

@@ -20,6 +20,8 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 8001
+    # Server processes sharing the port (SO_REUSEPORT); 1 runs the server in this process.
+    workers: int = 1
     # A plaintext port serving only grpc.health.v1, for Kubernetes probes (which cannot speak
     # TLS) when the main port uses TLS. 0: none.
     grpc_health_port: int = 0
