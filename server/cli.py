@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_workers(settings, list(argv if argv is not None else sys.argv[1:]))
     if args.command == "serve":
-        asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings))
     return 0
 
 
@@ -411,7 +411,7 @@ def _configure_logging(settings: ServerSettings) -> None:
     logging.basicConfig(level=settings.log_level, handlers=[handler])
 
 
-async def _serve(settings: ServerSettings) -> None:
+async def _serve(settings: ServerSettings) -> int:
     from server.app import TensorgateServer  # imported late: grpc and onnxruntime are heavy
 
     server = TensorgateServer(settings)
@@ -419,9 +419,15 @@ async def _serve(settings: ServerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    await server.start()
+    try:
+        await server.start()
+    except (OSError, RuntimeError) as error:  # a port in use, an unreadable repository
+        log.error("cannot start: %s", error)
+        await server.stop(grace_s=0)
+        return 2
     await stop_requested.wait()
     if not await server.stop():
         # Threads stuck in a model cannot be joined; leave without waiting for them.
         logging.shutdown()
         os._exit(0)
+    return 0

@@ -182,7 +182,13 @@ class ServerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP on a background thread; returns the bound port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise OSError(
+                f"cannot serve metrics on {host}:{port} ({error.strerror}); choose another "
+                "--metrics-port or turn metrics off with --metrics false"
+            ) from error
         self._http = (server, thread)
         return server.server_port
 

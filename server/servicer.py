@@ -87,6 +87,8 @@ class ServerState:
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no inference request is in flight; False if the time ran out first."""
+        if self._idle.is_set():
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except asyncio.TimeoutError:

@@ -114,3 +114,38 @@ def test_metrics_can_be_turned_off(start_server, metrics_repo: Path) -> None:
     server = start_server(metrics_repo, "--metrics", "false")
     assert server.metrics_port == 0
     assert not server.log_matches("metrics on http")
+
+
+def test_a_metrics_port_in_use_is_a_clear_start_up_error() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.server_process import REPO_ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                "0",
+                "--metrics-port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "--metrics false" in result.stderr
+    assert "Traceback" not in result.stderr
