@@ -5,7 +5,7 @@
 On one machine, in one run, for each bundled model: perf_analyzer (gRPC, async, realistic input
 data from benchmarks/workloads.py) at concurrency 1, 8, 32 and 64 against
 
-- tensorgate with the bundled configs;
+- tensorgate with the bundled configs, alone and with `--workers 2`;
 - the bare grpc.aio front end (benchmarks/bare_server.py for the tabular model, its extension
   benchmarks/bare_models.py for the others): no model, a fixed answer;
 - the peers, each from its own virtual environment (benchmarks/peers/setup.sh installs them):
@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,7 @@ _TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "i
 _TOO_SHORT = (2, 3)
 
 TENSORGATE = "tensorgate"
+TENSORGATE_WORKERS = "tensorgate --workers 2"
 BARE = "bare grpc.aio"
 
 
@@ -86,6 +87,9 @@ class ServerSpec:
     args: tuple[str, ...]  # after the interpreter; "{spec}" is replaced by the spec path
     models: tuple[str, ...] = tuple(WORKLOADS)
     startup_timeout_s: float = 120.0
+    # Average batch sizes from ModelStatistics; not for several processes behind one port, where
+    # consecutive calls reach different processes.
+    statistics: bool = True
 
     @property
     def is_peer(self) -> bool:
@@ -94,7 +98,14 @@ class ServerSpec:
 
 _MLSERVER = ("-m", "benchmarks.peers.mlserver_server", "--spec", "{spec}")
 SERVERS = (
-    ServerSpec(TENSORGATE, "tensorgate", None, ("-m", "server", "serve")),
+    ServerSpec(TENSORGATE, "tensorgate", None, ("-m", "server", "serve", "--metrics-port", "0")),
+    ServerSpec(
+        TENSORGATE_WORKERS,
+        "tensorgate-workers",
+        None,
+        ("-m", "server", "serve", "--metrics-port", "0", "--workers", "2"),
+        statistics=False,
+    ),
     ServerSpec(
         BARE,
         "bare",
@@ -143,7 +154,7 @@ SERVERS = (
         ("-m", "benchmarks.peers.pytriton_server", "--spec", "{spec}"),
     ),
 )
-GROUPS = ("tensorgate", "bare", "mlserver", "kserve", "pytriton")
+GROUPS = ("tensorgate", "tensorgate-workers", "bare", "mlserver", "kserve", "pytriton")
 PEER_VERSIONS = {"mlserver": "mlserver", "kserve": "kserve", "pytriton": "nvidia-pytriton"}
 LABELS = {"mlserver": "MLServer", "kserve": "KServe", "pytriton": "PyTriton"}
 
@@ -384,7 +395,7 @@ def measure(
 ) -> Point:
     workload = WORKLOADS[model]
     point = Point(server.name, model, concurrency, load_1m=os.getloadavg()[0])
-    before = _statistics(url, model)
+    before = _statistics(url, model) if server.statistics else None
     try:
         try:
             result = run_perf_analyzer(
@@ -416,7 +427,7 @@ def measure(
         point.p50_us = result.p50_latency_us
         point.p90_us = result.p90_latency_us
         point.p99_us = result.p99_latency_us
-        after = _statistics(url, model)
+        after = _statistics(url, model) if before else None
         if before and after and after[1] > before[1]:
             point.avg_batch = (after[0] - before[0]) / (after[1] - before[1])
     print(f"  {_describe(point)}", flush=True)
@@ -465,8 +476,11 @@ def _describe(p: Point) -> str:
     )
 
 
-def start_server(server: ServerSpec, spec_path: Path) -> Process:
-    """A server that is up, ready and answers correctly; RuntimeError says why not."""
+def start_server(
+    server: ServerSpec, spec_path: Path, on_up: Callable[[str], object] | None = None
+) -> Process:
+    """A server that is up, ready and answers correctly; RuntimeError says why not. `on_up`
+    gets its address before the answers are checked."""
     python = interpreter(server)
     if not python.exists():
         raise RuntimeError(
@@ -479,7 +493,9 @@ def start_server(server: ServerSpec, spec_path: Path) -> Process:
     started = time.monotonic()
     process = Process(command, server.models, server.startup_timeout_s)
     print(f"{server.name}: ready in {time.monotonic() - started:.1f}s", flush=True)
-    if server.group != "bare" and spec_path.exists():
+    if on_up:
+        on_up(process.url)
+    if server.group != "bare":
         try:
             check_answers(process.url, server.models)
         except (AssertionError, grpc.RpcError) as exc:
@@ -544,6 +560,16 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
             f"{tg.throughput:,.0f}/s vs {bare.throughput:,.0f}/s",
             _ratio(tg.throughput, bare.throughput),
         )
+    workers = _point(points, TENSORGATE_WORKERS, tab, c32)
+    for label, other in (("best peer", best), ("bare grpc.aio", bare)):
+        if workers and other:
+            add(
+                f"throughput at c=32 vs {label}",
+                tab,
+                f"{workers.throughput:,.0f}/s vs {other.throughput:,.0f}/s",
+                _ratio(workers.throughput, other.throughput),
+                "tensorgate --workers 2 (two processes; the bare server is one)",
+            )
     for model in ("image_classifier", "text_encoder"):
         ceiling = ceilings.get(model)
         sweep_points = [
@@ -727,7 +753,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MINUTES",
         help="first wait up to this long for the 1-minute load average to fall below 1",
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULT",
+        help="measure nothing: write the .md and PNGs of a saved compare-*.json again",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        return rerender(args.from_json)
 
     settings = Settings(
         concurrencies=args.concurrency or ([1, 32] if args.quick else [1, 8, 32, 64]),
@@ -774,12 +808,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # alike. tensorgate starts first: the others describe the models as it does.
         tensorgate = only_models(next(s for s in SERVERS if s.group == "tensorgate"), WORKLOADS)
         try:
-            process = start_server(tensorgate, spec_path)
+            process = start_server(tensorgate, spec_path, lambda url: write_spec(url, spec_path))
         except RuntimeError as exc:
             print(f"tensorgate did not start, so there is nothing to compare with:\n{exc}")
             return 1
         stack.callback(process.stop)
-        write_spec(process.url, spec_path)
         running: list[tuple[ServerSpec, Process]] = []
         for server in servers:
             if server.group == "tensorgate":
@@ -863,6 +896,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     pngs = plot(result_json)
     print(table)
     print("wrote", result_json, stem.with_suffix(".md"), *pngs, sep="\n  ")
+    return 0
+
+
+def rerender(result_json: Path) -> int:
+    result = json.loads(result_json.read_text())
+    points = [Point(**p) for p in result["points"]]
+    ceilings = {
+        model: Ceiling(
+            **{
+                **c,
+                "rows_per_s_by_batch": {
+                    int(k): v for k, v in c.get("rows_per_s_by_batch", {}).items()
+                },
+            }
+        )
+        for model, c in result["ceilings"].items()
+    }
+    table = markdown(
+        result["header"], points, ceilings, result["targets"], result.get("failures", {})
+    )
+    result_json.with_suffix(".md").write_text(table)
+    print("wrote", result_json.with_suffix(".md"), *plot(result_json), sep="\n  ")
     return 0
 
 

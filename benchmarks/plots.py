@@ -18,12 +18,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-_STYLE = {"tensorgate": {"color": "black", "linewidth": 2.5, "zorder": 5}}
+_FIRST = ["tensorgate", "tensorgate --workers 2", "bare grpc.aio"]
+_STYLE = {
+    "tensorgate": {"color": "black", "linewidth": 2.5, "zorder": 5},
+    "tensorgate --workers 2": {"color": "black", "linewidth": 2, "linestyle": "--", "zorder": 5},
+}
 
 
 def plot_model(result: dict, model: str, path: Path) -> None:
     points = [p for p in result["points"] if p["model"] == model and p["error"] is None]
-    servers = list(dict.fromkeys(p["server"] for p in points))
+    servers = sorted(
+        dict.fromkeys(p["server"] for p in points),
+        key=lambda name: (_FIRST.index(name) if name in _FIRST else len(_FIRST), name),
+    )
     fig, ax = plt.subplots(figsize=(12, 6.5))
     top = 0.0
     for server in servers:
