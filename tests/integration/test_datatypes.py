@@ -26,21 +26,7 @@ from tests.support.server_process import ServerProcess
 ROWS = 3
 COLUMNS = mf.IDENTITY_ELEMENT_COUNT
 
-#: The typed InferTensorContents field of each datatype; FP16 (and BF16) have none.
-TYPED_FIELDS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
+TYPED_FIELDS = mf.TYPED_FIELDS
 TYPED_DATATYPES = [d for d in mf.SUPPORTED_DATATYPES if d in TYPED_FIELDS]
 
 

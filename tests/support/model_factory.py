@@ -40,6 +40,7 @@ __all__ = [
     "ALL_DATATYPES",
     "CONFIG_DATATYPES",
     "NUMPY_DTYPES",
+    "TYPED_FIELDS",
     "ONNX_DATATYPES",
     "SUPPORTED_DATATYPES",
     "UNSUPPORTED_DATATYPES",
@@ -96,6 +97,24 @@ CONFIG_DATATYPES: dict[str, str] = {
 }
 
 #: v2 protocol datatype name -> numpy dtype.  BF16 has none (see the module docstring).
+#: The typed InferTensorContents field of each datatype, as the protocol defines it (stated
+#: here independently of runtimes/datatypes.py, so tests catch a wrong table there); FP16 and
+#: BF16 have none.
+TYPED_FIELDS: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "INT8": np.dtype(np.int8),

@@ -22,6 +22,7 @@ from runtimes import datatypes
 from runtimes.errors import InvalidInputError, TensorgateError, UnsupportedError
 from server import codec
 from server._proto import grpc_service_pb2 as pb
+from tests.support.model_factory import TYPED_FIELDS
 
 # Deterministic property tests: same examples on every run, nothing stored between runs.
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=200)
@@ -30,22 +31,6 @@ NUMERIC = tuple(d for d in datatypes.DATATYPES if d.numpy is not None and not d.
 NUMERIC_NAMES = tuple(d.name for d in NUMERIC)
 ALL_NAMES = tuple(d.name for d in datatypes.DATATYPES)
 BYTES = datatypes.BY_NAME["BYTES"]
-
-# The typed InferTensorContents field of each datatype that has one.
-TYPED_FIELDS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 @contextmanager
