@@ -7,6 +7,7 @@ by `unsupported_fields` and logged once per load, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,15 @@ class ModelSignature:
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+
+    @functools.cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        """Looked up on every request: built once per model version."""
+        return {spec.name: spec for spec in self.inputs}
+
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.outputs)
 
     def full_shape(self, spec: TensorSpec) -> tuple[int, ...]:
         """The shape as clients see it in metadata: with the batch dimension (-1) if batching."""

@@ -18,7 +18,7 @@ from server.model_config import ModelSignature
 def validate_inputs(
     model_name: str, signature: ModelSignature, inputs: Mapping[str, np.ndarray]
 ) -> None:
-    expected = {spec.name: spec for spec in signature.inputs}
+    expected = signature.inputs_by_name
     extra = [name for name in inputs if name not in expected]
     if extra:
         raise InvalidInputError(
@@ -73,10 +73,10 @@ def validate_requested_outputs(
     model_name: str, signature: ModelSignature, requested: Sequence[str]
 ) -> tuple[str, ...]:
     """The outputs to return, in order: those requested, or every output when none are."""
-    names = [spec.name for spec in signature.outputs]
+    names = signature.output_names
     for name in requested:
         if name not in names:
             raise InvalidInputError(
                 f"model '{model_name}' has no output '{name}'; its outputs are {sorted(names)}"
             )
-    return tuple(requested) if requested else tuple(names)
+    return tuple(requested) if requested else names
