@@ -1,4 +1,4 @@
-"""onnxruntime backend (CPU today; GPU providers slot in through OnnxRuntimeOptions.providers)."""
+"""onnxruntime backend: the CPU provider, or CUDA/TensorRT with IO binding and CUDA graphs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from runtimes import datatypes
 from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
-from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError
+from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
+from runtimes.io_binding import CudaHostPinner, IoBindingRunner
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 # Model parameters passed on to the CUDA execution provider (Triton's onnxruntime backend names).
 _CUDA_PARAMETERS = ("gpu_mem_limit", "cudnn_conv_algo_search", "arena_extend_strategy")
+_GPU_PROVIDERS = (CUDA, TENSORRT)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class OnnxRuntimeOptions:
     providers are tried in order; the first is the one wanted. onnxruntime silently falls back
     when it cannot create it (no GPU, missing CUDA libraries), so the load checks which one is
     active: a fallback fails the load unless allow_cpu_fallback is set.
+
+    io_binding None means: on when the active provider is CUDA or TensorRT (inputs cross to the
+    device once per batch, from reused page-locked buffers); True forces it, on the CPU too.
+    cuda_graph captures CUDA graphs (one per input shape), which needs IO binding; the CUDA and
+    TensorRT provider options must enable them too (options_for does).
     """
 
     intra_op_threads: int = 0
@@ -43,6 +50,8 @@ class OnnxRuntimeOptions:
     providers: tuple[str, ...] = (CPU,)
     provider_options: tuple[dict[str, str], ...] = field(default_factory=tuple)
     allow_cpu_fallback: bool = False
+    io_binding: bool | None = None
+    cuda_graph: bool = False
 
 
 class OnnxRuntime:
@@ -79,9 +88,58 @@ class OnnxRuntime:
         self._string_inputs = _names_of(self._metadata.inputs, "BYTES")
         self._bf16_inputs = _names_of(self._metadata.inputs, "BF16")
         self._bf16_outputs = _names_of(self._metadata.outputs, "BF16")
+        self._runner = self._io_binding_runner(options, model_path)
+
+    def _io_binding_runner(
+        self, options: OnnxRuntimeOptions, model_path: Path
+    ) -> IoBindingRunner | None:
+        active = self._session.get_providers()[0]
+        on_gpu = active in _GPU_PROVIDERS
+        cuda_graph = options.cuda_graph and on_gpu
+        if options.cuda_graph and not on_gpu:
+            log.warning("%s: cuda_graph needs a GPU provider; %s runs without", model_path, active)
+        wanted = cuda_graph or (on_gpu if options.io_binding is None else options.io_binding)
+        unbindable = self._string_inputs | self._bf16_inputs | self._bf16_outputs
+        unbindable |= _names_of(self._metadata.outputs, "BYTES")
+        if wanted and unbindable:
+            # Strings live on the host and bfloat16 has no numpy type onnxruntime binds.
+            if cuda_graph or options.io_binding:
+                raise ModelLoadError(
+                    f"IO binding and CUDA graphs cannot bind tensor '{sorted(unbindable)[0]}' "
+                    "(BYTES or BF16); unset the model parameters io_binding and cuda_graph"
+                )
+            wanted = False
+        if not wanted:
+            return None
+        device_id = int(self._session.get_provider_options().get(active, {}).get("device_id", 0))
+        try:
+            runner = IoBindingRunner(
+                self._session,
+                self._metadata.outputs,
+                device="cuda" if on_gpu else "cpu",
+                device_id=device_id,
+                batches=self._metadata.supports_batching,
+                cuda_graph=cuda_graph,
+                pinner=CudaHostPinner.load() if on_gpu else None,
+            )
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_path.name}: {exc}") from exc
+        log.info(
+            "%s on %s device %d: IO binding, CUDA graphs %s",
+            model_path,
+            active,
+            device_id,
+            "on" if cuda_graph else "off",
+        )
+        return runner
 
     def metadata(self) -> RuntimeMetadata:
         return self._metadata
+
+    @property
+    def io_binding(self) -> IoBindingRunner | None:
+        """The IO binding in use, or None when batches go through session.run."""
+        return self._runner
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._string_inputs:
@@ -96,11 +154,19 @@ class OnnxRuntime:
     ) -> dict[str, np.ndarray]:
         feeds = self.prepare(dict(inputs))
         try:
-            if self._bf16_inputs or self._bf16_outputs:
+            if self._runner is not None:
+                results = self._runner.run(feeds, output_names)
+            elif self._bf16_inputs or self._bf16_outputs:
                 results = self._run_with_ort_values(feeds, output_names)
             else:
                 results = self._session.run(list(output_names), feeds)
+        except TensorgateError:
+            raise
         except InvalidArgument as exc:  # the request's values: out-of-range indices, shapes
+            raise InvalidInputError(f"onnxruntime rejected the input: {exc}") from exc
+        except RuntimeError as exc:
+            if "INVALID_ARGUMENT" not in str(exc):  # run_with_iobinding's InvalidArgument
+                raise ModelExecutionError(f"onnxruntime failed to run the model: {exc}") from exc
             raise InvalidInputError(f"onnxruntime rejected the input: {exc}") from exc
         except Exception as exc:
             raise ModelExecutionError(f"onnxruntime failed to run the model: {exc}") from exc
@@ -111,6 +177,9 @@ class OnnxRuntime:
 
     def close(self) -> None:
         # Dropping the last reference frees the session and its memory arena.
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         self._session = None
 
     def _run_with_ort_values(
@@ -148,17 +217,24 @@ def options_for(spec: RuntimeSpec) -> OnnxRuntimeOptions:
     """Execution providers and session options from the model's config, as in Triton's
     onnxruntime backend: instance kind GPU -> CUDA on its device; the gpu execution
     accelerator "tensorrt" -> TensorRT first (FP16 with precision_mode FP16, an engine cache
-    with trt_engine_cache_path)."""
+    with trt_engine_cache_path). Model parameters io_binding ("true"/"false"; unset: on for
+    GPU providers) and cuda_graph ("true") control IO binding and CUDA graph capture."""
     parameters = spec.parameters
+    io_binding = parameters.get("io_binding", "").lower()
+    cuda_graph = parameters.get("cuda_graph", "").lower() == "true"
     threads = {
         "intra_op_threads": int(parameters.get("intra_op_thread_count", 0)),
         "inter_op_threads": int(parameters.get("inter_op_thread_count", 0)),
         "allow_cpu_fallback": parameters.get("allow_cpu_fallback", "").lower() == "true",
+        "io_binding": {"true": True, "false": False}.get(io_binding),
+        "cuda_graph": cuda_graph,
     }
     if spec.device != "gpu":
         return OnnxRuntimeOptions(**threads)
     cuda = {"device_id": str(spec.device_id)}
     cuda.update({key: parameters[key] for key in _CUDA_PARAMETERS if key in parameters})
+    if cuda_graph:
+        cuda["enable_cuda_graph"] = "1"
     if spec.accelerator != "tensorrt":
         return OnnxRuntimeOptions(**threads, providers=(CUDA, CPU), provider_options=(cuda, {}))
     accelerator = spec.accelerator_parameters
@@ -170,6 +246,8 @@ def options_for(spec: RuntimeSpec) -> OnnxRuntimeOptions:
         tensorrt["trt_engine_cache_path"] = accelerator["trt_engine_cache_path"]
     if "max_workspace_size_bytes" in accelerator:
         tensorrt["trt_max_workspace_size"] = accelerator["max_workspace_size_bytes"]
+    if cuda_graph:
+        tensorrt["trt_cuda_graph_enable"] = "True"
     return OnnxRuntimeOptions(
         **threads, providers=(TENSORRT, CUDA, CPU), provider_options=(tensorrt, cuda, {})
     )

@@ -12,7 +12,8 @@ import pytest
 
 from runtimes import datatypes
 from runtimes.base import TensorSpec
-from runtimes.errors import InvalidInputError, ModelLoadError, TensorgateError
+from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
+from runtimes.io_binding import HostBuffers, IoBindingRunner
 from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions
 from server import codec
 from server._proto import grpc_service_pb2 as pb
@@ -246,3 +247,237 @@ def test_infer_does_not_modify_the_callers_inputs(tmp_path: Path) -> None:
     runtime.infer(inputs, ["OUTPUT0"])
     assert inputs["INPUT0"] is data
     assert data.ravel().tolist() == [b"a", b"b", b"c", b"d"]
+
+
+# --------------------------------------------------------------------------------------------
+# IO binding (runtimes.io_binding), exercised for real on the CPU provider
+# --------------------------------------------------------------------------------------------
+
+BINDABLE = tuple(d for d in NUMERIC_SUPPORTED if d != "BF16")
+FORCED = OnnxRuntimeOptions(io_binding=True)
+
+
+def bound_identity(tmp_path: Path, datatype: str = "FP32") -> OnnxRuntime:
+    written = model_factory.write_identity_model(
+        tmp_path, f"id_{datatype.lower()}", datatype, max_batch_size=64, with_config=False
+    )
+    return OnnxRuntime(written.model_path, FORCED)
+
+
+def bound_add_sub(tmp_path: Path, options: OnnxRuntimeOptions = FORCED) -> OnnxRuntime:
+    written = model_factory.write_add_sub_model(tmp_path, "m", offset=10.0, with_config=False)
+    return OnnxRuntime(written.model_path, options)
+
+
+def add_sub_inputs(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "INPUT0": rng.standard_normal((rows, 16)).astype(np.float32),
+        "INPUT1": rng.standard_normal((rows, 16)).astype(np.float32),
+    }
+
+
+def test_io_binding_is_off_on_the_cpu_unless_asked(tmp_path: Path) -> None:
+    written = model_factory.write_add_sub_model(tmp_path, "m", with_config=False)
+    assert OnnxRuntime(written.model_path).io_binding is None
+    assert OnnxRuntime(written.model_path, OnnxRuntimeOptions(io_binding=False)).io_binding is None
+    assert OnnxRuntime(written.model_path, FORCED).io_binding is not None
+
+
+@pytest.mark.parametrize("datatype", BINDABLE)
+def test_io_binding_round_trips_every_bindable_datatype(tmp_path: Path, datatype: str) -> None:
+    runtime = bound_identity(tmp_path, datatype)
+    data = model_factory.make_array(datatype, (3, 4), seed=3)
+    result = runtime.infer({"INPUT0": readonly(data)}, ["OUTPUT0"])["OUTPUT0"]
+    assert result.dtype == data.dtype
+    assert result.tobytes() == data.tobytes()
+
+
+def test_io_binding_reuses_host_buffers_across_batches(tmp_path: Path) -> None:
+    runtime = bound_identity(tmp_path)
+    assert runtime.io_binding is not None
+    buffers = runtime.io_binding.host_buffers
+    for rows in (8, 8, 3, 1, 8):  # same size, then smaller: the first buffer serves them all
+        data = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4) + rows
+        result = runtime.infer({"INPUT0": data}, ["OUTPUT0"])["OUTPUT0"]
+        np.testing.assert_array_equal(result, data)
+    assert buffers.allocations == 1
+    big = np.ones((64, 4), np.float32)  # more than the buffer holds: it grows once
+    np.testing.assert_array_equal(runtime.infer({"INPUT0": big}, ["OUTPUT0"])["OUTPUT0"], big)
+    np.testing.assert_array_equal(runtime.infer({"INPUT0": big[:5]}, ["OUTPUT0"])["OUTPUT0"], 1)
+    assert buffers.allocations == 2
+    assert not buffers.pinned  # nothing to page-lock on the CPU provider
+
+
+def test_io_binding_outputs_are_not_overwritten_by_the_next_batch(tmp_path: Path) -> None:
+    # The batcher may still be encoding a batch's outputs while the next batch runs.
+    runtime = bound_add_sub(tmp_path)
+    first_inputs, second_inputs = add_sub_inputs(4, seed=1), add_sub_inputs(4, seed=2)
+    first = runtime.infer(first_inputs, ["OUTPUT0", "OUTPUT1"])
+    kept = {name: value.copy() for name, value in first.items()}
+    runtime.infer(second_inputs, ["OUTPUT0", "OUTPUT1"])
+    for name in kept:
+        np.testing.assert_array_equal(first[name], kept[name])
+    np.testing.assert_allclose(
+        first["OUTPUT0"], first_inputs["INPUT0"] + first_inputs["INPUT1"] + 10
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 5, 8])
+def test_io_binding_gives_n_rows_for_n_rows_in_any_output_order(tmp_path: Path, rows: int) -> None:
+    runtime = bound_add_sub(tmp_path)
+    inputs = add_sub_inputs(rows)
+    for names in (["OUTPUT1", "OUTPUT0"], ["OUTPUT0"], ["OUTPUT1"], ["OUTPUT0", "OUTPUT1"]):
+        result = runtime.infer(inputs, names)
+        assert list(result) == names
+        assert all(value.shape == (rows, 16) for value in result.values())
+        if "OUTPUT1" in result:
+            np.testing.assert_allclose(result["OUTPUT1"], inputs["INPUT0"] - inputs["INPUT1"])
+
+
+def test_io_binding_matches_session_run_on_the_bundled_image_model() -> None:
+    from server.settings import BUNDLED_MODELS
+
+    path = BUNDLED_MODELS / "image_classifier" / "1" / "model.onnx"
+    plain, bound = OnnxRuntime(path), OnnxRuntime(path, FORCED)
+    for rows in (1, 8, 3):
+        image = np.random.default_rng(rows).random((rows, 3, 64, 64), dtype=np.float32)
+        expected = plain.infer({"image": image}, ["logits"])["logits"]
+        np.testing.assert_allclose(
+            bound.infer({"image": image}, ["logits"])["logits"], expected, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_io_binding_rejects_a_wrong_shape_as_invalid_input(tmp_path: Path) -> None:
+    runtime = bound_identity(tmp_path)
+    with raises(InvalidInputError, "input 'INPUT0' has shape [2, 5]", "[-1, 4]"):
+        runtime.infer({"INPUT0": np.zeros((2, 5), dtype=np.float32)}, ["OUTPUT0"])
+    with raises(InvalidInputError, "the model has no output 'NOPE'"):
+        runtime.infer({"INPUT0": np.zeros((1, 4), dtype=np.float32)}, ["NOPE"])
+
+
+def test_io_binding_cannot_bind_strings(tmp_path: Path) -> None:
+    written = model_factory.write_identity_model(
+        tmp_path, "s", "BYTES", max_batch_size=8, with_config=False
+    )
+    with raises(ModelLoadError, "cannot bind tensor 'INPUT0'"):
+        OnnxRuntime(written.model_path, FORCED)
+    assert OnnxRuntime(written.model_path).io_binding is None
+
+
+def test_cuda_graph_on_the_cpu_provider_runs_without(tmp_path: Path) -> None:
+    written = model_factory.write_add_sub_model(tmp_path, "m", with_config=False)
+    runtime = OnnxRuntime(written.model_path, OnnxRuntimeOptions(cuda_graph=True))
+    assert runtime.io_binding is None
+    inputs = add_sub_inputs(2)
+    np.testing.assert_allclose(
+        runtime.infer(inputs, ["OUTPUT1"])["OUTPUT1"], inputs["INPUT0"] - inputs["INPUT1"]
+    )
+
+
+def test_close_with_io_binding_then_infer_fails_cleanly(tmp_path: Path) -> None:
+    runtime = bound_add_sub(tmp_path)
+    runtime.close()
+    runtime.close()
+    with raises(ModelExecutionError):
+        runtime.infer(add_sub_inputs(1), ["OUTPUT0"])
+
+
+def test_io_binding_and_cuda_graph_parameters_reach_the_providers(tmp_path: Path) -> None:
+    from runtimes.base import RuntimeSpec
+    from runtimes.onnx import options_for
+
+    cpu = options_for(RuntimeSpec("m", tmp_path, parameters={"io_binding": "true"}))
+    assert cpu.io_binding is True and cpu.cuda_graph is False
+    assert options_for(RuntimeSpec("m", tmp_path)).io_binding is None
+    assert (
+        options_for(RuntimeSpec("m", tmp_path, parameters={"io_binding": "FALSE"})).io_binding
+        is False
+    )
+    gpu = RuntimeSpec("m", tmp_path, parameters={"cuda_graph": "true"}, device="gpu", device_id=2)
+    options = options_for(gpu)
+    assert options.cuda_graph is True
+    assert options.provider_options[0] == {"device_id": "2", "enable_cuda_graph": "1"}
+    trt = options_for(RuntimeSpec(**{**gpu.__dict__, "accelerator": "tensorrt"}))
+    assert trt.provider_options[0]["trt_cuda_graph_enable"] == "True"
+    assert trt.provider_options[1]["enable_cuda_graph"] == "1"
+
+
+# The CUDA graph bookkeeping (fixed buffers and a graph id per input shape) runs on the CPU too:
+# onnxruntime ignores the graph id there, so everything but the capture itself is checked here.
+
+
+def graph_runner(tmp_path: Path, max_graphs: int = 3) -> tuple[OnnxRuntime, IoBindingRunner]:
+    runtime = bound_add_sub(tmp_path, OnnxRuntimeOptions())
+    runner = IoBindingRunner(
+        runtime._session,
+        runtime.metadata().outputs,
+        device="cpu",
+        batches=True,
+        cuda_graph=True,
+        max_graphs=max_graphs,
+    )
+    return runtime, runner
+
+
+def test_graph_buffers_are_fixed_per_shape_and_updated_in_place(tmp_path: Path) -> None:
+    runtime, runner = graph_runner(tmp_path)
+    for seed, rows in enumerate((4, 4, 2, 4, 2)):
+        inputs = add_sub_inputs(rows, seed)
+        expected = runtime.infer(inputs, ["OUTPUT0", "OUTPUT1"])
+        got = runner.run(inputs, ["OUTPUT0", "OUTPUT1"])
+        np.testing.assert_allclose(got[0], expected["OUTPUT0"], rtol=1e-6)
+        np.testing.assert_allclose(got[1], expected["OUTPUT1"], rtol=1e-6)
+    assert runner.graph_count == 2  # batch sizes 4 and 2
+    runner.run(add_sub_inputs(2), ["OUTPUT1"])  # another output set: another graph
+    assert runner.graph_count == 3
+
+
+def test_shapes_beyond_the_graph_limit_run_without_a_graph(tmp_path: Path) -> None:
+    _, runner = graph_runner(tmp_path, max_graphs=1)
+    for rows in (1, 2, 3, 1):
+        inputs = add_sub_inputs(rows, rows)
+        got = runner.run(inputs, ["OUTPUT1"])[0]
+        np.testing.assert_allclose(got, inputs["INPUT0"] - inputs["INPUT1"], rtol=1e-6)
+    assert runner.graph_count == 1
+
+
+def test_a_wrong_shape_gets_no_graph(tmp_path: Path) -> None:
+    _, runner = graph_runner(tmp_path)
+    with pytest.raises(InvalidInputError, match="has shape"):
+        runner.run({"INPUT0": np.zeros((2, 3), np.float32)}, ["OUTPUT0"])
+    assert runner.graph_count == 0
+
+
+def test_graphs_need_output_shapes_known_from_the_batch_size(tmp_path: Path) -> None:
+    runtime, _ = graph_runner(tmp_path)
+    unknown = (TensorSpec("OUTPUT0", "FP32", (-1, -1)),)
+    with pytest.raises(ValueError, match="output 'OUTPUT0' has shape \\[-1, -1\\]"):
+        IoBindingRunner(runtime._session, unknown, device="cpu", batches=True, cuda_graph=True)
+
+
+class FakePinner:
+    def __init__(self) -> None:
+        self.pinned: list[int] = []
+        self.unpinned: list[int] = []
+
+    def pin(self, buffer: np.ndarray) -> bool:
+        self.pinned.append(buffer.nbytes)
+        return True
+
+    def unpin(self, buffer: np.ndarray) -> None:
+        self.unpinned.append(buffer.nbytes)
+
+
+def test_host_buffers_pin_once_per_allocation_and_unpin_what_they_drop() -> None:
+    pinner = FakePinner()
+    buffers = HostBuffers(pinner)  # type: ignore[arg-type]
+    small, large = np.ones((2, 4), np.float32), np.ones((100, 4), np.float32)
+    for array in (small, small, large, small):
+        staged = buffers.stage("x", array)
+        np.testing.assert_array_equal(staged, array)
+        assert staged.dtype == array.dtype and staged.flags.c_contiguous
+    assert buffers.pinned
+    assert pinner.pinned == [64, 2048] and pinner.unpinned == [64]
+    buffers.close()
+    assert pinner.unpinned == [64, 2048]
