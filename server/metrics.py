@@ -1,8 +1,9 @@
 """Prometheus metrics: one CollectorRegistry per server instance (never the global one).
 
-Per-request and per-batch updates go through children bound once per model version, so the hot
-path does no label lookups. Queue depths, requests in flight and model states are read when
-Prometheus scrapes, by a collector, so they cost the request path nothing.
+Per-request and per-batch updates go through lock-free children (server/instruments.py) bound
+once per model version, so the hot path does no label lookups and takes no locks. Queue depths,
+requests in flight and model states are read when Prometheus scrapes, by a collector, so they
+cost the request path nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     start_http_server,
@@ -28,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from batching.observer import BatchReport
 from runtimes.errors import ErrorKind, TensorgateError
+from server.instruments import CounterFamily, HistogramFamily, HotPathCollector, LocalCounter
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +64,29 @@ class ModelMetrics:
 
     def __init__(self, metrics: ServerMetrics, name: str, version: str) -> None:
         labels = (name, version)
-        self._requests = {o: metrics.requests.labels(*labels, o) for o in OUTCOMES}
-        self._request_seconds = metrics.request_seconds.labels(*labels)
-        self._queue_seconds = metrics.queue_seconds.labels(*labels)
-        self._compute_seconds = metrics.compute_seconds.labels(*labels)
-        self._batch_rows = metrics.batch_rows.labels(*labels)
-        self._inferences = metrics.inferences.labels(*labels)
-        self._executions = metrics.executions.labels(*labels)
+        self._requests = {o: metrics.requests.child(*labels, o) for o in OUTCOMES}
+        self._request_seconds = metrics.request_seconds.child(*labels)
+        self._queue_seconds = metrics.queue_seconds.child(*labels)
+        self._compute_seconds = metrics.compute_seconds.child(*labels)
+        self._batch_rows = metrics.batch_rows.child(*labels)
+        self._inferences = metrics.inferences.child(*labels)
+        self._executions = metrics.executions.child(*labels)
         self._load_seconds = metrics.load_seconds.labels(*labels)
 
     def request_finished(self, outcome: str, seconds: float) -> None:
-        self._requests[outcome].inc()
+        self._requests[outcome].value += 1
         self._request_seconds.observe(seconds)
 
     def batch_completed(self, report: BatchReport) -> None:
         if not report.succeeded:
             return
+        observe_queued = self._queue_seconds.observe
         for queued in report.queue_s:
-            self._queue_seconds.observe(queued)
+            observe_queued(queued)
         self._compute_seconds.observe(report.infer_s)
         self._batch_rows.observe(report.batch_rows)
-        self._inferences.inc(report.batch_rows)
-        self._executions.inc()
+        self._inferences.value += report.batch_rows
+        self._executions.value += 1
 
     def loaded(self, seconds: float) -> None:
         self._load_seconds.set(seconds)
@@ -105,50 +106,57 @@ class NullModelMetrics:
 
 
 class ServerMetrics:
-    """Every metric family of one server, in its own registry."""
+    """Every metric family of one server, in its own registry.
+
+    The families updated per request or per batch are lock-free (server/instruments.py) and
+    must only be updated on the event loop thread.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         model = ("model", "version")
-        self.requests = Counter(
-            "tensorgate_requests",
-            "Inference requests by outcome",
-            (*model, "outcome"),
-            registry=self.registry,
+        self.requests = CounterFamily(
+            "tensorgate_requests", "Inference requests by outcome", (*model, "outcome")
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = HistogramFamily(
             "tensorgate_request_duration_seconds",
             "Time from receiving an inference request to answering it",
             model,
-            buckets=_SECONDS,
-            registry=self.registry,
+            _SECONDS,
         )
-        self.queue_seconds = Histogram(
+        self.queue_seconds = HistogramFamily(
             "tensorgate_queue_duration_seconds",
             "Time a request waited in the scheduler queue",
             model,
-            buckets=_SECONDS,
-            registry=self.registry,
+            _SECONDS,
         )
-        self.compute_seconds = Histogram(
+        self.compute_seconds = HistogramFamily(
             "tensorgate_compute_duration_seconds",
             "Time the runtime took to execute one batch",
             model,
-            buckets=_SECONDS,
-            registry=self.registry,
+            _SECONDS,
         )
-        self.batch_rows = Histogram(
-            "tensorgate_batch_size",
-            "Rows in each executed batch",
-            model,
-            buckets=_ROWS,
-            registry=self.registry,
+        self.batch_rows = HistogramFamily(
+            "tensorgate_batch_size", "Rows in each executed batch", model, _ROWS
         )
-        self.inferences = Counter(
-            "tensorgate_inferences", "Rows inferred", model, registry=self.registry
+        self.inferences = CounterFamily("tensorgate_inferences", "Rows inferred", model)
+        self.executions = CounterFamily("tensorgate_executions", "Batches executed", model)
+        self.grpc_calls = CounterFamily(
+            "tensorgate_grpc_calls", "gRPC calls by method and status code", ("method", "code")
         )
-        self.executions = Counter(
-            "tensorgate_executions", "Batches executed", model, registry=self.registry
+        self.registry.register(
+            HotPathCollector(
+                (
+                    self.requests,
+                    self.request_seconds,
+                    self.queue_seconds,
+                    self.compute_seconds,
+                    self.batch_rows,
+                    self.inferences,
+                    self.executions,
+                    self.grpc_calls,
+                )
+            )
         )
         self.load_seconds = Gauge(
             "tensorgate_model_load_duration_seconds",
@@ -156,13 +164,7 @@ class ServerMetrics:
             model,
             registry=self.registry,
         )
-        self.grpc_calls = Counter(
-            "tensorgate_grpc_calls",
-            "gRPC calls by method and status code",
-            ("method", "code"),
-            registry=self.registry,
-        )
-        self._call_children: dict[tuple[str, str], Counter] = {}
+        self._call_children: dict[tuple[str, str], LocalCounter] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         _register_gpu_collector(self.registry)
@@ -174,8 +176,8 @@ class ServerMetrics:
     def grpc_call(self, method: str, code: str) -> None:
         child = self._call_children.get((method, code))
         if child is None:
-            child = self._call_children[(method, code)] = self.grpc_calls.labels(method, code)
-        child.inc()
+            child = self._call_children[(method, code)] = self.grpc_calls.child(method, code)
+        child.value += 1
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
