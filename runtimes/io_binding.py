@@ -154,6 +154,7 @@ class IoBindingRunner:
         self._input_shapes = {arg.name: arg.shape for arg in session.get_inputs()}
         self._binding = session.io_binding()
         self._graphs: dict[tuple, _Graph] = {}
+        self._last_graph_id = 0  # never reused, even for a graph dropped before it captured
         self._plain_options = ort.RunOptions()
         if cuda_graph:
             self._plain_options.add_run_config_entry(GRAPH_ID_KEY, NO_GRAPH)
@@ -249,8 +250,9 @@ class IoBindingRunner:
             binding.bind_ortvalue_input(name, value)
         for name, value in outputs.items():
             binding.bind_ortvalue_output(name, value)
+        self._last_graph_id += 1
         run_options = ort.RunOptions()
-        run_options.add_run_config_entry(GRAPH_ID_KEY, str(len(self._graphs) + 1))
+        run_options.add_run_config_entry(GRAPH_ID_KEY, str(self._last_graph_id))
         graph = self._graphs[key] = _Graph(binding, inputs, outputs, run_options)
         if len(self._graphs) == self._max_graphs:
             log.warning("%d CUDA graphs captured; new shapes run without one", self._max_graphs)

@@ -449,6 +449,27 @@ def test_a_wrong_shape_gets_no_graph(tmp_path: Path) -> None:
     assert runner.graph_count == 0
 
 
+def test_a_graph_whose_first_run_fails_is_dropped_and_its_id_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, runner = graph_runner(tmp_path)
+    session = runtime._session
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(session, "run_with_iobinding", fail)
+    with pytest.raises(RuntimeError, match="device lost"):
+        runner.run(add_sub_inputs(2), ["OUTPUT0"])
+    assert runner.graph_count == 0
+    monkeypatch.undo()
+    inputs = add_sub_inputs(2)
+    got = runner.run(inputs, ["OUTPUT0"])[0]
+    np.testing.assert_allclose(got, inputs["INPUT0"] + inputs["INPUT1"] + 10, rtol=1e-6)
+    (graph,) = runner._graphs.values()
+    assert graph.run_options.get_run_config_entry("gpu_graph_id") == "2"
+
+
 def test_graphs_need_output_shapes_known_from_the_batch_size(tmp_path: Path) -> None:
     runtime, _ = graph_runner(tmp_path)
     unknown = (TensorSpec("OUTPUT0", "FP32", (-1, -1)),)
