@@ -19,16 +19,16 @@ import pytest
 
 from tests.gpu import device
 
-pytestmark = pytest.mark.skipif(
-    device.cuda_skip_reason() is not None, reason=str(device.cuda_skip_reason())
-)
+# Skipped before the guard below, so that without a GPU it skips in any pytest process.
+if device.cuda_skip_reason() is not None:
+    pytest.skip(str(device.cuda_skip_reason()), allow_module_level=True)
 
 if "server._proto.grpc_service_pb2" in sys.modules:
     raise pytest.UsageError("tests/gpu/test_gpu_server.py needs a process without server._proto")
 
-import tritonclient.grpc as triton  # noqa: E402
+import tritonclient.grpc as triton
 
-from tests.support.server_process import ServerProcess  # noqa: E402
+from tests.support.server_process import ServerProcess
 
 CONFIG = """
 name: "{name}"
