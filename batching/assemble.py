@@ -55,18 +55,10 @@ def split(
     Outputs named in `sliced_outputs` are cut back, dimension by dimension, to the request's own
     lengths of its first padded input.
     """
+    if len(requests) == 1 and not sliced_outputs:
+        return [_whole(outputs, requests[0], model_name, batch_rows)]
     missing = {name for request in requests for name in request.output_names} - outputs.keys()
-    if missing:
-        raise ModelExecutionError(
-            f"model '{model_name}' did not return output(s) {sorted(missing)}"
-        )
-    for name, value in outputs.items():
-        if value.ndim == 0 or value.shape[0] != batch_rows:
-            shape = "a scalar" if value.ndim == 0 else f"{value.shape[0]} rows"
-            raise ModelExecutionError(
-                f"model '{model_name}' returned {shape} for output '{name}' "
-                f"from a batch of {batch_rows} rows"
-            )
+    _check_contract(outputs, missing, model_name, batch_rows)
     results = []
     start = 0
     for request in requests:
@@ -82,6 +74,32 @@ def split(
         results.append(result)
         start = stop
     return results
+
+
+def _whole(
+    outputs: Mapping[str, np.ndarray], request: PendingRequest, model_name: str, batch_rows: int
+) -> dict[str, np.ndarray]:
+    """A batch of one request: its outputs as they are, once the row contract holds."""
+    missing = set(request.output_names) - outputs.keys()
+    _check_contract(outputs, missing, model_name, batch_rows)
+    return {name: outputs[name] for name in request.output_names}
+
+
+def _check_contract(
+    outputs: Mapping[str, np.ndarray], missing: set[str], model_name: str, batch_rows: int
+) -> None:
+    """Every requested output is there, with one row per input row."""
+    if missing:
+        raise ModelExecutionError(
+            f"model '{model_name}' did not return output(s) {sorted(missing)}"
+        )
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != batch_rows:
+            shape = "a scalar" if value.ndim == 0 else f"{value.shape[0]} rows"
+            raise ModelExecutionError(
+                f"model '{model_name}' returned {shape} for output '{name}' "
+                f"from a batch of {batch_rows} rows"
+            )
 
 
 def _own_lengths(request: PendingRequest, padded_inputs: frozenset[str]) -> tuple[int, ...]:

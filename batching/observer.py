@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BatchReport:
     """One executed batch. Durations in seconds; queue_s and traces have one entry per request.
 

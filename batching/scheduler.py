@@ -74,7 +74,10 @@ class Scheduler:
             if config.latency_target_p99_us and config.batches
             else None
         )
-        self._compute_s_per_row: float | None = None  # measured in the worker, for inlining
+        # The cost model for inline compute: seconds per input element (moving average), and
+        # the largest batch measured so far, in input elements.
+        self._compute_s_per_element: float | None = None
+        self._largest_measured_elements = 0
         self._last_arrival_s: float | None = None
         self._arrival_gap_s: float | None = None  # moving average of the time between requests
 
@@ -139,8 +142,10 @@ class Scheduler:
             )
         if self._runs_directly(request):
             self._note_arrival(request.enqueued_s)
-            await self._execute(self._free.get_nowait(), [request], self._take_sequence())
-            return await request.future
+            self._execute_inline(self._free.get_nowait(), request, self._take_sequence())
+            return await request.future  # resolved already, unless an earlier batch holds it
+        if self.config.batches:
+            request.group_key = group_key_of(inputs, self.config.padded_inputs)
         self._queues.admit(request)
         self._note_arrival(request.enqueued_s)
         request.future.add_done_callback(lambda _: self._queues.discard(request))
@@ -164,12 +169,8 @@ class Scheduler:
                 f"priority levels 1 to {config.priority_levels}"
             )
         rows = next(iter(inputs.values())).shape[0] if config.batches and inputs else 1
-        padded = {name: inputs[name].shape for name in config.padded_inputs if name in inputs}
-        if len(set(padded.values())) > 1:
-            described = ", ".join(f"'{name}' {list(shape)}" for name, shape in padded.items())
-            raise InvalidInputError(
-                f"inputs padded together must have the same shape, got {described}"
-            )
+        if config.padded_inputs:
+            _check_padded_shapes_agree(inputs, config.padded_inputs)
         if config.batches and rows > config.max_batch_size:
             raise InvalidInputError(
                 f"request has {rows} rows, more than max_batch_size {config.max_batch_size} "
@@ -195,7 +196,6 @@ class Scheduler:
             priority_level=level,
             enqueued_s=now,
             future=asyncio.get_running_loop().create_future(),
-            group_key=group_key_of(inputs, config.padded_inputs) if config.batches else (),
             reject_at_s=reject_at,
             delay_at_s=delay_at,
         )
@@ -257,13 +257,12 @@ class Scheduler:
         """Whether `request` can run right now in its caller's task: nothing queued, an idle
         instance, no reason to wait for others, and a batch cheap enough to run inline. This
         skips the hand-offs to the scheduler task, which cost more than a tiny model."""
-        per_row = self._compute_s_per_row
         if (
-            per_row is None
-            or self._slo is not None
+            self._slo is not None
             or self._queues.live_requests
             or self._free.empty()
-            or per_row * request.rows >= self.config.inline_compute_threshold_us / 1e6
+            or not self._inline_is_cheap(_elements(request.inputs))
+            or (request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s)
         ):
             return False
         if not self.config.combines_requests:
@@ -344,7 +343,6 @@ class Scheduler:
             self._free.put_nowait(instance)
             self._release(sequence, [])
             return
-        queue_s = tuple(started - request.enqueued_s for request in batch)
         rows = sum(request.rows for request in batch)
         assemble_s = infer_s = split_s = 0.0
         results: list[Outputs | BaseException]
@@ -362,16 +360,53 @@ class Scheduler:
                 infer_s = inferred - assembled
                 results = self._split(outputs, batch, rows)
                 split_s = clock.now() - inferred
-        except TensorgateError as error:
-            log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
-            results = [error] * len(batch)
-        except Exception:
-            log.exception("model '%s': batch of %d rows failed", self.model_name, rows)
-            error = ModelExecutionError(f"model '{self.model_name}' failed to run the request")
-            results = [error] * len(batch)
+        except Exception as error:
+            results = [self._batch_error(error, rows)] * len(batch)
         finally:
             if instance not in self._held:
                 self._free.put_nowait(instance)
+        self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
+        self._release(sequence, list(zip(batch, results, strict=True)))
+
+    def _execute_inline(self, instance: Runtime, request: PendingRequest, sequence: int) -> None:
+        """The direct path: one request that came to an idle instance with nothing queued, run
+        on the event loop now (its cost is known to be small), without the batch machinery."""
+        started = self._clock.now()
+        result: Outputs | BaseException
+        infer_s = 0.0
+        try:
+            outputs, infer_s = _timed_infer(instance, request.inputs, list(request.output_names))
+            self._learn_cost(_elements(request.inputs), infer_s)
+            result = self._split(outputs, [request], request.rows)[0]
+        except RuntimeFailure as failure:
+            result = self._client_error(failure)
+        except Exception as error:
+            result = self._batch_error(error, request.rows)
+        finally:
+            self._free.put_nowait(instance)
+        self._report([request], [result], request.rows, started, 0.0, infer_s, 0.0)
+        self._release(sequence, [(request, result)])
+
+    def _batch_error(self, error: Exception, rows: int) -> TensorgateError:
+        """What every request of a batch gets when the batch broke outside the runtime call
+        (a broken row contract, a bug): a TensorgateError as it is, anything else generic."""
+        if isinstance(error, TensorgateError):
+            log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
+            return error
+        log.error("model '%s': batch of %d rows failed", self.model_name, rows, exc_info=error)
+        return ModelExecutionError(f"model '{self.model_name}' failed to run the request")
+
+    def _report(
+        self,
+        batch: list[PendingRequest],
+        results: list[Outputs | BaseException],
+        rows: int,
+        started: float,
+        assemble_s: float,
+        infer_s: float,
+        split_s: float,
+    ) -> None:
+        queue_s = tuple(started - request.enqueued_s for request in batch)
         succeeded = not any(isinstance(result, BaseException) for result in results)
         if self._slo is not None and succeeded:
             self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
@@ -384,11 +419,10 @@ class Scheduler:
                 split_s,
                 succeeded,
                 started_s=started,
-                finished_s=clock.now(),
+                finished_s=self._clock.now(),
                 traces=tuple(request.trace for request in batch),
             )
         )
-        self._release(sequence, list(zip(batch, results, strict=True)))
 
     def _split(
         self, outputs: Outputs, batch: list[PendingRequest], rows: int
@@ -449,16 +483,33 @@ class Scheduler:
         self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str], rows: int
     ) -> Outputs:
         """Run the runtime inline when the batch is expected to be cheaper than a thread
-        hand-off, else on a worker thread; either way learn its cost per row."""
-        threshold_s = self.config.inline_compute_threshold_us / 1e6
-        per_row = self._compute_s_per_row
-        if per_row is not None and per_row * rows < threshold_s:
+        hand-off, else on a worker thread; either way learn its cost."""
+        elements = _elements(inputs)
+        if self._inline_is_cheap(elements):
             outputs, seconds = _timed_infer(instance, inputs, output_names)
         else:
             outputs, seconds = await self._compute_on_thread(instance, inputs, output_names)
-        sample = seconds / max(1, rows)
-        self._compute_s_per_row = sample if per_row is None else per_row + 0.2 * (sample - per_row)
+        self._learn_cost(elements, seconds)
         return outputs
+
+    def _inline_is_cheap(self, elements: int) -> bool:
+        """Whether a batch of this many input elements may run on the event loop: its predicted
+        time is under the threshold, and it is at most twice the size of a batch already
+        measured (a prediction is not stretched far beyond what was seen)."""
+        per_element = self._compute_s_per_element
+        return (
+            per_element is not None
+            and elements <= 2 * self._largest_measured_elements
+            and per_element * elements < self.config.inline_compute_threshold_us / 1e6
+        )
+
+    def _learn_cost(self, elements: int, seconds: float) -> None:
+        sample = seconds / max(1, elements)
+        previous = self._compute_s_per_element
+        self._compute_s_per_element = (
+            sample if previous is None else previous + 0.2 * (sample - previous)
+        )
+        self._largest_measured_elements = max(self._largest_measured_elements, elements)
 
     async def _compute_on_thread(
         self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
@@ -542,7 +593,21 @@ def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> N
             request.future.set_result(result)
 
 
+def _check_padded_shapes_agree(inputs: dict[str, np.ndarray], padded: frozenset[str]) -> None:
+    shapes = {name: inputs[name].shape for name in padded if name in inputs}
+    if len(set(shapes.values())) > 1:
+        described = ", ".join(f"'{name}' {list(shape)}" for name, shape in shapes.items())
+        raise InvalidInputError(f"inputs padded together must have the same shape, got {described}")
+
+
+def _elements(inputs: dict[str, np.ndarray]) -> int:
+    """A batch's size for the cost model: the elements of all its inputs."""
+    return sum(array.size for array in inputs.values())
+
+
 def _union_in_order(batch: Sequence[PendingRequest]) -> list[str]:
+    if len(batch) == 1:
+        return list(batch[0].output_names)
     names: dict[str, None] = {}
     for request in batch:
         names.update(dict.fromkeys(request.output_names))

@@ -7,6 +7,12 @@ extended to the models in a spec written by benchmarks/compare.py: ModelMetadata
 answer as tensorgate does, and ModelInfer answers with zero-filled outputs of one row. A request
 for image_classifier carries 48 KiB, so its front-end ceiling is not the tabular model's.
 Prints "listening for gRPC on HOST:PORT" like tensorgate.
+
+With --with-model, ModelInfer really runs the model: raw inputs viewed with numpy, one
+onnxruntime `session.run` per request (the session defaults tensorgate uses), outputs encoded;
+nothing else (no validation, batching, metrics or statistics). That is the floor of any server
+that calls the model once per request from a Python event loop, so it separates what the model
+call itself costs from what a server adds around it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 
 from benchmarks.bare_server import BareServicer
 from server._proto import grpc_service_pb2 as pb
@@ -82,9 +89,41 @@ class BareModelsServicer(BareServicer):
         )
 
 
-async def serve(host: str, port: int, spec: dict) -> None:
+class ModelCallServicer(BareModelsServicer):
+    """The bare handler plus the model call (see --with-model)."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__(spec)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._sessions = {
+            name: ort.InferenceSession(
+                model["onnx_path"], options, providers=["CPUExecutionProvider"]
+            )
+            for name, model in spec["models"].items()
+        }
+
+    async def ModelInfer(self, request, context):
+        session = self._sessions[request.model_name]
+        feeds = {
+            tensor.name: np.frombuffer(raw, _DTYPES[tensor.datatype]).reshape(tuple(tensor.shape))
+            for tensor, raw in zip(request.inputs, request.raw_input_contents, strict=True)
+        }
+        names = [output.name for output in self._outputs[request.model_name][0]]
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version="1", id=request.id
+        )
+        for name, value in zip(names, session.run(names, feeds), strict=True):
+            datatype = next(k for k, v in _DTYPES.items() if v == value.dtype)
+            response.outputs.add(name=name, datatype=datatype, shape=value.shape)
+            response.raw_output_contents.append(value.tobytes())
+        return response
+
+
+async def serve(host: str, port: int, spec: dict, with_model: bool = False) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(BareModelsServicer(spec), server)
+    servicer = (ModelCallServicer if with_model else BareModelsServicer)(spec)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     print(f"listening for gRPC on {host}:{bound}", flush=True)
@@ -97,8 +136,10 @@ def main() -> None:
     parser.add_argument("--spec", required=True)
     parser.add_argument("--grpc-host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=0)
+    parser.add_argument("--with-model", action="store_true", help="run the model per request")
     args = parser.parse_args()
-    asyncio.run(serve(args.grpc_host, args.grpc_port, json.loads(Path(args.spec).read_text())))
+    spec = json.loads(Path(args.spec).read_text())
+    asyncio.run(serve(args.grpc_host, args.grpc_port, spec, args.with_model))
 
 
 if __name__ == "__main__":

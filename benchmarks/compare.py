@@ -8,6 +8,8 @@ data from benchmarks/workloads.py) at concurrency 1, 8, 32 and 64 against
 - tensorgate with the bundled configs, alone and with `--workers 2`;
 - the bare grpc.aio front end (benchmarks/bare_server.py for the tabular model, its extension
   benchmarks/bare_models.py for the others): no model, a fixed answer;
+- the same bare front end calling onnxruntime once per request and nothing else
+  (`bare_models.py --with-model`): the floor of any server that runs the model per request;
 - the peers, each from its own virtual environment (benchmarks/peers/setup.sh installs them):
   Seldon MLServer (adaptive batching on and off, parallel_workers 0 and 1), the KServe Python
   server, NVIDIA PyTriton with Triton's dynamic batcher;
@@ -15,8 +17,9 @@ data from benchmarks/workloads.py) at concurrency 1, 8, 32 and 64 against
 and the in-process onnxruntime ceiling at batch 1 and at the best batch size, measured before
 any server starts. All servers run side by side for the whole run and the measurements are
 interleaved (for each model and concurrency, every server in turn), so a busy minute on a shared
-machine falls on all of them. Every server except the bare one first answers one request per
-model, checked against onnxruntime run here, so none is timed returning wrong answers. Writes
+machine falls on all of them. Every server except the fixed-answer bare one first answers one
+request per model, checked against onnxruntime run here, so none is timed returning wrong
+answers. Writes
 benchmarks/results/compare-<timestamp>.json, .md (tables and the ratios against the targets) and
 compare-<timestamp>-<model>.png (throughput against p99 latency, one line per server; drawn with
 matplotlib from the plot venv of benchmarks/peers/setup.sh). Loopback only; every server and every
@@ -72,6 +75,7 @@ _TOO_SHORT = (2, 3)
 TENSORGATE = "tensorgate"
 TENSORGATE_WORKERS = "tensorgate --workers 2"
 BARE = "bare grpc.aio"
+BARE_MODEL = "bare grpc.aio + onnxruntime"
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -119,6 +123,12 @@ SERVERS = (
         None,
         ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}"),
         models=("image_classifier", "text_encoder"),
+    ),
+    ServerSpec(
+        BARE_MODEL,
+        "bare",
+        None,
+        ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}", "--with-model"),
     ),
     ServerSpec(
         "MLServer, adaptive batching, 0 workers",
@@ -495,7 +505,7 @@ def start_server(
     print(f"{server.name}: ready in {time.monotonic() - started:.1f}s", flush=True)
     if on_up:
         on_up(process.url)
-    if server.group != "bare":
+    if server.group != "bare" or server.name == BARE_MODEL:
         try:
             check_answers(process.url, server.models)
         except (AssertionError, grpc.RpcError) as exc:
@@ -559,6 +569,15 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
             tab,
             f"{tg.throughput:,.0f}/s vs {bare.throughput:,.0f}/s",
             _ratio(tg.throughput, bare.throughput),
+        )
+    floor = _point(points, BARE_MODEL, tab, c32)
+    if tg and floor:
+        add(
+            "throughput at c=32 vs bare grpc.aio + onnxruntime",
+            tab,
+            f"{tg.throughput:,.0f}/s vs {floor.throughput:,.0f}/s",
+            _ratio(tg.throughput, floor.throughput),
+            "what the model call leaves of the bare ceiling",
         )
     workers = _point(points, TENSORGATE_WORKERS, tab, c32)
     for label, other in (("best peer", best), ("bare grpc.aio", bare)):

@@ -16,6 +16,7 @@ from runtimes import datatypes
 from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
 from runtimes.io_binding import CudaHostPinner, IoBindingRunner
+from runtimes.onnx_cost import cost_follows_shapes
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ class OnnxRuntime:
                 )
             log.warning("%s: %s is not active, running on %s", model_path, wanted, active)
             self.fallback_from = wanted
-        self._metadata = _read_metadata(self._session, self.fallback_from)
+        predictable, why_not = cost_follows_shapes(model_path)
+        if not predictable:
+            log.info("%s: no inline compute by default: %s", model_path, why_not)
+        self._metadata = _read_metadata(self._session, self.fallback_from, predictable)
         # Strings and bfloat16 need conversions that plain numpy feeds cannot express.
         self._string_inputs = _names_of(self._metadata.inputs, "BYTES")
         self._bf16_inputs = _names_of(self._metadata.inputs, "BF16")
@@ -200,7 +204,9 @@ class OnnxRuntime:
         ]
 
 
-def _read_metadata(session: ort.InferenceSession, fallback_from: str) -> RuntimeMetadata:
+def _read_metadata(
+    session: ort.InferenceSession, fallback_from: str, predictable_cost: bool
+) -> RuntimeMetadata:
     inputs = tuple(_tensor_spec(arg) for arg in session.get_inputs())
     outputs = tuple(_tensor_spec(arg) for arg in session.get_outputs())
     supports_batching = all(spec.shape and spec.shape[0] == -1 for spec in (*inputs, *outputs))
@@ -210,6 +216,7 @@ def _read_metadata(session: ort.InferenceSession, fallback_from: str) -> Runtime
         outputs=outputs,
         supports_batching=supports_batching,
         device=f"{device} (fallback from {fallback_from})" if fallback_from else device,
+        predictable_cost=predictable_cost,
     )
 
 

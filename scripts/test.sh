@@ -10,3 +10,5 @@ bash scripts/install_dev.sh
 .venv/bin/python -m pytest tests/integration "$@"
 .venv/bin/python -m pytest tests/deploy "$@"
 .venv/bin/python -m pytest tests/bench "$@"
+# GPU tests skip (with their reason) on a machine without an NVIDIA GPU.
+.venv/bin/python -m pytest tests/gpu "$@"

@@ -73,7 +73,9 @@ async def load_version(
     scheduler = Scheduler(
         source.name,
         instances,
-        model_config.batching_config_of(config),
+        model_config.batching_config_of(
+            config, all(instance.metadata().predictable_cost for instance in instances)
+        ),
         observer=FanOut(*observers),
     )
     await scheduler.start()

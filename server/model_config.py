@@ -41,9 +41,10 @@ DRIFT_PSI_THRESHOLD = "drift_psi_threshold"
 DRIFT_REFERENCE_ROWS = "drift_reference_rows"
 DRIFT_PROFILE = "drift_profile"  # path relative to the model directory
 DEFAULT_DRIFT_PROFILE = "drift_profile.json"
-# Off unless a model opts in: a model whose cost depends on its data (loops, sequence length)
-# could otherwise block the event loop on an underestimated batch.
-DEFAULT_INLINE_COMPUTE_THRESHOLD_US = 0
+# Without the parameter: batches predicted under this run inline for runtimes whose cost follows
+# their input shapes (RuntimeMetadata.predictable_cost), never for others, whose cost could depend
+# on their data (loops, sizes from values) and block the event loop.
+AUTO_INLINE_COMPUTE_THRESHOLD_US = 100
 MAX_QUEUED_REQUESTS = "max_queued_requests"
 KNOWN_PARAMETERS = frozenset(
     {
@@ -60,6 +61,8 @@ KNOWN_PARAMETERS = frozenset(
         "gpu_mem_limit",
         "cudnn_conv_algo_search",
         "arena_extend_strategy",
+        "io_binding",
+        "cuda_graph",
         DRIFT_SAMPLE_RATIO,
         DRIFT_WINDOW_ROWS,
         DRIFT_PSI_THRESHOLD,
@@ -349,7 +352,9 @@ def signature_of(config: mc.ModelConfig) -> ModelSignature:
     return ModelSignature(config.max_batch_size, specs(config.input), specs(config.output))
 
 
-def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
+def batching_config_of(config: mc.ModelConfig, predictable_cost: bool = False) -> BatchingConfig:
+    """The scheduler's settings; predictable_cost (every instance's runtime says its work follows
+    its input shapes) turns inline compute on by default."""
     dynamic = config.dynamic_batching
     levels = max(1, dynamic.priority_levels)
     default_level = dynamic.default_priority_level or (levels + 1) // 2
@@ -391,7 +396,9 @@ def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
         max_queued_requests=_int_parameter(config, MAX_QUEUED_REQUESTS, 10_000),
         latency_target_p99_us=_int_parameter(config, LATENCY_TARGET_P99_US, 0),
         inline_compute_threshold_us=_int_parameter(
-            config, INLINE_COMPUTE_THRESHOLD_US, DEFAULT_INLINE_COMPUTE_THRESHOLD_US
+            config,
+            INLINE_COMPUTE_THRESHOLD_US,
+            AUTO_INLINE_COMPUTE_THRESHOLD_US if predictable_cost else 0,
         ),
         execution_timeout_us=_int_parameter(config, EXECUTION_TIMEOUT_US, 0),
     )

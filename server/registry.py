@@ -38,11 +38,14 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._models: dict[str, dict[int, VersionEntry]] = {}
+        # resolve(name) without a version, looked up on every request: emptied on every change.
+        self._latest_ready: dict[str, ServedModel] = {}
 
     # changes (the model manager is the only caller) -------------------------------------------
 
     def mark(self, name: str, version: int, state: ModelState, reason: str = "") -> None:
         """Set a version's state; UNAVAILABLE drops its model."""
+        self._latest_ready.clear()
         entry = self._models.setdefault(name, {}).setdefault(version, VersionEntry(state))
         entry.state, entry.reason = state, reason
         if state is ModelState.UNAVAILABLE:
@@ -55,6 +58,7 @@ class ModelRegistry:
     def publish(self, model: ServedModel) -> ServedModel | None:
         """Make `model` the READY model of its version; return the one it replaces, if any,
         which takes no new requests from now on and must be drained by the caller."""
+        self._latest_ready.clear()
         entry = self._models.setdefault(model.name, {}).setdefault(
             model.version, VersionEntry(ModelState.READY)
         )
@@ -64,6 +68,7 @@ class ModelRegistry:
 
     def retire(self, name: str, version: int) -> ServedModel | None:
         """Stop handing a version to requests (UNLOADING); return its model for draining."""
+        self._latest_ready.clear()
         entry = self._models.get(name, {}).get(version)
         if entry is None:
             return None
@@ -105,6 +110,9 @@ class ModelRegistry:
         if versions is None:
             raise ModelNotFoundError(f"unknown model '{name}'")
         if not version:
+            latest = self._latest_ready.get(name)
+            if latest is not None:
+                return latest
             ready = self.serving(name)
             if not ready:
                 reasons = "; ".join(
@@ -112,7 +120,8 @@ class ModelRegistry:
                     for v, e in sorted(versions.items())
                 )
                 raise ModelNotReadyError(f"model '{name}' has no ready version ({reasons})")
-            return ready[max(ready)]
+            latest = self._latest_ready[name] = ready[max(ready)]
+            return latest
         number = parse_version(version)
         entry = versions.get(number)
         if entry is None:

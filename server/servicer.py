@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -64,16 +64,16 @@ class ServerState:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextlib.contextmanager
-    def handling(self) -> Iterator[None]:
+    def begin(self) -> None:
+        """A request is being answered; end() must follow (a plain pair, not a context
+        manager: this runs on every request)."""
         self.in_flight += 1
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self._idle.set()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
 
     async def wait_quiet(self, quiet_s: float, deadline_s: float) -> None:
         """Wait until no inference call has arrived for quiet_s (or the deadline): gRPC cancels
@@ -258,11 +258,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         """The core of ModelInfer and of each request of a ModelStreamInfer stream."""
         status.check_decoded(request)
-        self._state.last_arrival_s = time.monotonic()
-        if not self._state.accepting:
+        state = self._state
+        state.last_arrival_s = time.monotonic()
+        if not state.accepting:
             raise ShuttingDownError("server is shutting down")
-        with self._state.handling():
+        state.begin()
+        try:
             return await self._infer_accepted(request, context)
+        finally:
+            state.end()
 
     async def _infer_accepted(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext

@@ -48,15 +48,17 @@ class ModelStats:
         if not report.succeeded:
             return
         requests = len(report.queue_s)
-        for queued in report.queue_s:
-            self.queue.add(queued)
+        self.queue.count += requests
+        self.queue.ns += int(sum(report.queue_s) * 1e9)
         self.compute_input.add(report.assemble_s, requests)
         self.compute_infer.add(report.infer_s, requests)
         self.compute_output.add(report.split_s, requests)
         self.inference_count += report.batch_rows
         self.execution_count += 1
         self.last_inference_ms = int(time.time() * 1000)
-        per_size = self.batch_stats.setdefault(report.batch_rows, BatchSizeStats())
+        per_size = self.batch_stats.get(report.batch_rows)
+        if per_size is None:
+            per_size = self.batch_stats[report.batch_rows] = BatchSizeStats()
         per_size.compute_input.add(report.assemble_s)
         per_size.compute_infer.add(report.infer_s)
         per_size.compute_output.add(report.split_s)

@@ -301,3 +301,21 @@ def test_specific_versions_that_exist() -> None:
     config = policy("version_policy { specific { versions: [ 4, 9, 1 ] } }")
     assert select_versions(config, [7, 1, 4]) == [1, 4]
     assert select_versions(policy("version_policy { specific { } }"), [1, 2]) == []
+
+
+def test_resolving_the_latest_version_follows_every_change() -> None:
+    """resolve(name) is cached per request path; every change must be seen at once."""
+    registry = ModelRegistry()
+    one, two = served("m", 1), served("m", 2)
+    registry.publish(one)
+    assert registry.resolve("m") is one
+    registry.publish(two)
+    assert registry.resolve("m") is two
+    assert registry.retire("m", 2) is two
+    assert registry.resolve("m") is one
+    registry.mark("m", 1, ModelState.UNLOADING)
+    with raises(ModelNotReadyError, "no ready version"):
+        registry.resolve("m")
+    replacement = served("m", 1)
+    registry.publish(replacement)
+    assert registry.resolve("m") is replacement

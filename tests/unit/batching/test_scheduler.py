@@ -25,7 +25,7 @@ from runtimes.errors import (
     RequestTimeoutError,
     ShuttingDownError,
 )
-from tests.support.fake_runtime import FakeRuntime
+from tests.support.fake_runtime import FakeRuntime, double_x
 
 
 def async_test(test: Callable[[], Coroutine]) -> Callable[[], None]:
@@ -483,6 +483,58 @@ async def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_a_thread()
         for value in range(3):
             await h.scheduler.submit(x(value), ["y"])
         assert loop_thread not in h.runtime.threads
+
+
+@async_test
+async def test_a_batch_far_larger_than_any_measured_one_goes_to_a_thread() -> None:
+    """A cost prediction is not stretched: a batch over twice the largest measured size runs
+    on a thread however cheap the measured cost per element was."""
+    loop_thread = threading.get_ident()
+    cheap = batched(max_batch_size=64, delay_us=0, inline_compute_threshold_us=1_000_000)
+    async with Harness(cheap) as h:
+        await h.scheduler.submit(x(1), ["y"])  # 1 element, measured on a thread
+        await h.scheduler.submit(x(1, 2), ["y"])  # 2 elements: inline
+        await h.scheduler.submit(x(*range(5)), ["y"])  # 5 > 2 * 2: a thread again
+        await h.scheduler.submit(x(*range(10)), ["y"])  # 10 <= 2 * 5: inline
+        assert [thread == loop_thread for thread in h.runtime.threads] == [
+            False,
+            True,
+            False,
+            True,
+        ]
+
+
+@async_test
+async def test_a_request_run_directly_is_reported_like_any_batch() -> None:
+    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
+    async with Harness(cheap) as h:
+        await h.scheduler.submit(x(1), ["y"])
+        await h.observer.next()
+        h.clock.advance(0.25)
+        outputs = await h.scheduler.submit(x(3, 4), ["y"])  # nothing queued: the direct path
+        assert outputs["y"].ravel().tolist() == [6, 8]
+        report = await h.observer.next()
+        assert (report.batch_rows, report.queue_s, report.succeeded) == (2, (0.0,), True)
+        assert report.started_s == report.finished_s == h.clock.now()
+        assert h.runtime.threads[-1] == threading.get_ident()
+
+
+@async_test
+async def test_a_failing_direct_request_gets_a_generic_error_and_the_model_stays_up() -> None:
+    def fail_on_negative(inputs, names):
+        if (inputs["x"] < 0).any():
+            raise RuntimeError("node Relu_3: bad value -1")
+        return double_x(inputs, names)
+
+    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
+    async with Harness(cheap) as h:
+        h.runtime._compute = fail_on_negative
+        await h.scheduler.submit(x(1), ["y"])
+        with pytest.raises(ModelExecutionError) as failed:
+            await h.scheduler.submit(x(-1), ["y"])  # direct, inline
+        assert "Relu_3" not in str(failed.value)
+        assert h.runtime.threads[-1] == threading.get_ident()
+        assert (await h.scheduler.submit(x(2), ["y"]))["y"].tolist() == [[4.0]]
 
 
 @async_test
