@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from batching import assemble, policy
+from batching.arrivals import ArrivalModel
 from batching.clock import Clock, MonotonicClock, wait_for_event
 from batching.config import BatchingConfig, TimeoutAction
 from batching.observer import BatchObserver, BatchReport, NullObserver
@@ -78,8 +79,7 @@ class Scheduler:
         # the largest batch measured so far, in input elements.
         self._compute_s_per_element: float | None = None
         self._largest_measured_elements = 0
-        self._last_arrival_s: float | None = None
-        self._arrival_gap_s: float | None = None  # moving average of the time between requests
+        self._arrivals = ArrivalModel()
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -141,13 +141,14 @@ class Scheduler:
                 "retry later"
             )
         if self._runs_directly(request):
-            self._note_arrival(request.enqueued_s)
+            self._arrivals.arrived(request.enqueued_s, others_queued=False)
             self._execute_inline(self._free.get_nowait(), request, self._take_sequence())
             return await request.future  # resolved already, unless an earlier batch holds it
         if self.config.batches:
             request.group_key = group_key_of(inputs, self.config.padded_inputs)
+        others_queued = self._queues.live_requests > 0
         self._queues.admit(request)
-        self._note_arrival(request.enqueued_s)
+        self._arrivals.arrived(request.enqueued_s, others_queued)
         request.future.add_done_callback(lambda _: self._queues.discard(request))
         self._arm_timers(request)
         self._wakeup.set()
@@ -199,13 +200,6 @@ class Scheduler:
             reject_at_s=reject_at,
             delay_at_s=delay_at,
         )
-
-    def _note_arrival(self, now_s: float) -> None:
-        if self._last_arrival_s is not None:
-            gap = now_s - self._last_arrival_s
-            previous = self._arrival_gap_s
-            self._arrival_gap_s = gap if previous is None else previous + 0.2 * (gap - previous)
-        self._last_arrival_s = now_s
 
     def _arm_timers(self, request: PendingRequest) -> None:
         timers = []
@@ -274,13 +268,14 @@ class Scheduler:
             preferred_batch_sizes=self.config.preferred_batch_sizes,
             max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
             now_s=request.enqueued_s,
-            expected_arrival_gap_s=self._arrival_gap_s,
+            expected_arrival_gap_s=self._arrivals.expected_gap_s(),
         )
         return flush_at <= request.enqueued_s
 
     async def _next_batch(self) -> list[PendingRequest] | None:
         """Wait until the policy says a batch should go; None once stopped with nothing queued."""
         config = self.config
+        arrivals_when_waiting: int | None = None  # set once this batch has waited for company
         while True:
             self._wakeup.clear()
             first = self._queues.oldest()
@@ -299,7 +294,7 @@ class Scheduler:
                 preferred_batch_sizes=config.preferred_batch_sizes,
                 max_queue_delay_s=max_queue_delay_s,
                 now_s=self._clock.now(),
-                expected_arrival_gap_s=self._arrival_gap_s,
+                expected_arrival_gap_s=self._arrivals.expected_gap_s(),
             )
             if flush_at <= self._clock.now() or not self._accepting:
                 target = policy.batch_rows_target(
@@ -307,7 +302,14 @@ class Scheduler:
                     max_batch_size=max_batch_size,
                     preferred_batch_sizes=config.preferred_batch_sizes,
                 )
-                return self._queues.take(first, max_rows=max(target, first.rows))
+                batch = self._queues.take(first, max_rows=max(target, first.rows))
+                if arrivals_when_waiting is not None:
+                    self._arrivals.wait_ended(
+                        gathered=len(batch) > 1 or self._arrivals.arrivals != arrivals_when_waiting
+                    )
+                return batch
+            if arrivals_when_waiting is None:
+                arrivals_when_waiting = self._arrivals.arrivals
             await wait_for_event(self._clock, self._wakeup, flush_at)
 
     def _limits(self) -> tuple[int, float]:

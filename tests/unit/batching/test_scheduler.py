@@ -555,6 +555,43 @@ async def test_a_lone_request_goes_at_once_when_requests_arrive_further_apart_th
 
 
 @async_test
+async def test_lone_requests_stop_waiting_when_it_gathers_nothing_and_resume_with_company() -> None:
+    """A closed-loop client (one request in flight) never sends while its request waits: after
+    two waits that gathered nothing, lone requests go at once; requests that queue up behind
+    one another bring the wait back."""
+    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
+        burst = [h.submit(x(0)), h.submit(x(0))]  # requests close together: a small gap
+        await settle()
+        h.clock.advance(0.001)
+        await asyncio.gather(*burst)
+        for value in (1, 2):  # each waits the whole delay: nobody else is sending
+            lone = h.submit(x(value))
+            await settle()
+            assert len(h.runtime.calls) == value
+            h.clock.advance(0.001)
+            await lone
+        went_at_once = h.submit(x(3))
+        # The clock does not move: this completes only if it does not wait for the delay.
+        assert (await asyncio.wait_for(went_at_once, 5))["y"].tolist() == [[6.0]]
+
+        while not h.runtime.started.empty():  # calls seen so far
+            h.runtime.started.get_nowait()
+        h.runtime.gate.clear()  # hold the next batch on its thread
+        running = h.submit(x(4))
+        await h.runtime.next_call()
+        behind = [h.submit(x(5)), h.submit(x(6))]  # the second arrives while the first queues
+        await settle()
+        h.runtime.gate.set()
+        await running
+        await settle()
+        assert len(h.runtime.calls) == 5  # waiting again, for company
+        h.clock.advance(0.001)
+        call = await h.runtime.next_call()
+        assert call["x"].ravel().tolist() == [5, 6]
+        await asyncio.gather(*behind)
+
+
+@async_test
 async def test_a_hung_batch_fails_its_requests_at_the_execution_timeout_and_others_go_on() -> None:
     config = batched(max_batch_size=1, delay_us=0, execution_timeout_us=500_000)
     async with Harness(config, instances=2, gated=True) as h:
