@@ -616,6 +616,15 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
                 f"{one.p50_us} us vs {bare_one.p50_us} + {ceiling.batch1_us:.0f} = {floor:.0f} us",
                 _ratio(one.p50_us, floor),
             )
+        with_model = _point(points, BARE_MODEL, model, 1)
+        if one and with_model:
+            add(
+                "p50 at c=1 vs bare grpc.aio + onnxruntime p50",
+                model,
+                f"{one.p50_us} us vs {with_model.p50_us} us",
+                _ratio(one.p50_us, with_model.p50_us),
+                "the model called from the handler, as a server calls it",
+            )
     for model in WORKLOADS:
         tg = _point(points, TENSORGATE, model, c32)
         for name in peers:
