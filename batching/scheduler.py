@@ -140,9 +140,10 @@ class Scheduler:
                 f"{self.config.latency_target_p99_us}us with the requests already queued; "
                 "retry later"
             )
-        if self._runs_directly(request):
+        elements = _elements(inputs)
+        if self._runs_directly(request, elements):
             self._arrivals.arrived(request.enqueued_s, others_queued=False)
-            self._execute_inline(self._free.get_nowait(), request, self._take_sequence())
+            self._execute_inline(self._free.get_nowait(), request, elements, self._take_sequence())
             return await request.future  # resolved already, unless an earlier batch holds it
         if self.config.batches:
             request.group_key = group_key_of(inputs, self.config.padded_inputs)
@@ -247,7 +248,7 @@ class Scheduler:
         self._next_sequence += 1
         return sequence
 
-    def _runs_directly(self, request: PendingRequest) -> bool:
+    def _runs_directly(self, request: PendingRequest, elements: int) -> bool:
         """Whether `request` can run right now in its caller's task: nothing queued, an idle
         instance, no reason to wait for others, and a batch cheap enough to run inline. This
         skips the hand-offs to the scheduler task, which cost more than a tiny model."""
@@ -255,7 +256,7 @@ class Scheduler:
             self._slo is not None
             or self._queues.live_requests
             or self._free.empty()
-            or not self._inline_is_cheap(_elements(request.inputs))
+            or not self._inline_is_cheap(elements)
             or (request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s)
         ):
             return False
@@ -370,7 +371,9 @@ class Scheduler:
         self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
         self._release(sequence, list(zip(batch, results, strict=True)))
 
-    def _execute_inline(self, instance: Runtime, request: PendingRequest, sequence: int) -> None:
+    def _execute_inline(
+        self, instance: Runtime, request: PendingRequest, elements: int, sequence: int
+    ) -> None:
         """The direct path: one request that came to an idle instance with nothing queued, run
         on the event loop now (its cost is known to be small), without the batch machinery."""
         started = self._clock.now()
@@ -378,7 +381,7 @@ class Scheduler:
         infer_s = 0.0
         try:
             outputs, infer_s = _timed_infer(instance, request.inputs, list(request.output_names))
-            self._learn_cost(_elements(request.inputs), infer_s)
+            self._learn_cost(elements, infer_s)
             result = self._split(outputs, [request], request.rows)[0]
         except RuntimeFailure as failure:
             result = self._client_error(failure)

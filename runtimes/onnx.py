@@ -90,6 +90,7 @@ class OnnxRuntime:
         self._metadata = _read_metadata(self._session, self.fallback_from, predictable)
         # Strings and bfloat16 need conversions that plain numpy feeds cannot express.
         self._string_inputs = _names_of(self._metadata.inputs, "BYTES")
+        self._string_outputs = _names_of(self._metadata.outputs, "BYTES")
         self._bf16_inputs = _names_of(self._metadata.inputs, "BF16")
         self._bf16_outputs = _names_of(self._metadata.outputs, "BF16")
         self._runner = self._io_binding_runner(options, model_path)
@@ -156,7 +157,7 @@ class OnnxRuntime:
     def infer(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        feeds = self.prepare(dict(inputs))
+        feeds = self.prepare(inputs if isinstance(inputs, dict) else dict(inputs))
         try:
             if self._runner is not None:
                 results = self._runner.run(feeds, output_names)
@@ -174,6 +175,8 @@ class OnnxRuntime:
             raise InvalidInputError(f"onnxruntime rejected the input: {exc}") from exc
         except Exception as exc:
             raise ModelExecutionError(f"onnxruntime failed to run the model: {exc}") from exc
+        if not self._string_outputs:
+            return dict(zip(output_names, results, strict=True))
         return {
             name: _str_to_bytes(value) if value.dtype == object else value
             for name, value in zip(output_names, results, strict=True)
