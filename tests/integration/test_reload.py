@@ -476,7 +476,8 @@ def test_unload_finishes_queued_requests_then_refuses_new_ones(
         assert result.get_response().model_version == "1"
     # Run because of the unload, not because their 10 s queue delay ran out.
     assert drained_s < QUEUE_DELAY_US / 1e6 / 2, drained_s
-    assert server.log_matches(unloaded_line("queued", 1))
+    # The line is logged once the drain ends, and read from the server's output by a thread.
+    server.wait_for_log(unloaded_line("queued", 1), timeout_s=WAIT_S)
 
     error = infer_error(client, "queued")
     assert error.status() == "StatusCode.UNAVAILABLE", error
