@@ -563,22 +563,19 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
             _ratio(tg.throughput, best.throughput),
         )
     bare = _point(points, BARE, tab, c32)
-    if tg and bare:
-        add(
-            "throughput at c=32 vs bare grpc.aio",
-            tab,
-            f"{tg.throughput:,.0f}/s vs {bare.throughput:,.0f}/s",
-            _ratio(tg.throughput, bare.throughput),
-        )
     floor = _point(points, BARE_MODEL, tab, c32)
-    if tg and floor:
-        add(
-            "throughput at c=32 vs bare grpc.aio + onnxruntime",
-            tab,
-            f"{tg.throughput:,.0f}/s vs {floor.throughput:,.0f}/s",
-            _ratio(tg.throughput, floor.throughput),
-            "what the model call leaves of the bare ceiling",
-        )
+    for label, other, note in (
+        (BARE, bare, ""),
+        (BARE_MODEL, floor, "what the model call leaves of the bare ceiling"),
+    ):
+        if tg and other:
+            add(
+                f"throughput at c=32 vs {label}",
+                tab,
+                f"{tg.throughput:,.0f}/s vs {other.throughput:,.0f}/s",
+                _ratio(tg.throughput, other.throughput),
+                note,
+            )
     workers = _point(points, TENSORGATE_WORKERS, tab, c32)
     for label, other in (("best peer", best), ("bare grpc.aio", bare)):
         if workers and other:
