@@ -150,10 +150,13 @@ class Scheduler:
         others_queued = self._queues.live_requests > 0
         self._queues.admit(request)
         self._arrivals.arrived(request.enqueued_s, others_queued)
-        request.future.add_done_callback(lambda _: self._queues.discard(request))
         self._arm_timers(request)
         self._wakeup.set()
-        return await request.future
+        try:
+            return await request.future
+        finally:
+            # Answered while still queued (cancelled, expired): stop counting it.
+            self._queues.discard(request)
 
     def _make_request(
         self,
@@ -229,6 +232,11 @@ class Scheduler:
             if batch is None:
                 self._free.put_nowait(instance)
                 return
+            if len(self._instances) == 1:
+                # Nothing could run beside it: no task needed (the next batch waits for this
+                # instance either way).
+                await self._execute(instance, batch, self._take_sequence())
+                continue
             task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
