@@ -555,36 +555,24 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
     tg = _point(points, TENSORGATE, tab, c32)
     peer_points = [p for name in peers if (p := _point(points, name, tab, c32))]
     best = max(peer_points, key=lambda p: p.throughput or 0, default=None)
-    if tg and best:
-        add(
-            "throughput at c=32 vs best peer",
-            tab,
-            f"{tg.throughput:,.0f}/s vs {best.throughput:,.0f}/s ({best.server})",
-            _ratio(tg.throughput, best.throughput),
-        )
     bare = _point(points, BARE, tab, c32)
     floor = _point(points, BARE_MODEL, tab, c32)
-    for label, other, note in (
-        (BARE, bare, ""),
-        (BARE_MODEL, floor, "what the model call leaves of the bare ceiling"),
-    ):
-        if tg and other:
-            add(
-                f"throughput at c=32 vs {label}",
-                tab,
-                f"{tg.throughput:,.0f}/s vs {other.throughput:,.0f}/s",
-                _ratio(tg.throughput, other.throughput),
-                note,
-            )
     workers = _point(points, TENSORGATE_WORKERS, tab, c32)
-    for label, other in (("best peer", best), ("bare grpc.aio", bare)):
-        if workers and other:
+    two = "tensorgate --workers 2 (two processes; the bare server is one)"
+    for server, label, other, note in (
+        (tg, "best peer", best, ""),
+        (tg, BARE, bare, ""),
+        (tg, BARE_MODEL, floor, "what the model call leaves of the bare ceiling"),
+        (workers, "best peer", best, two),
+        (workers, BARE, bare, two),
+    ):
+        if server and other:
             add(
                 f"throughput at c=32 vs {label}",
                 tab,
-                f"{workers.throughput:,.0f}/s vs {other.throughput:,.0f}/s",
-                _ratio(workers.throughput, other.throughput),
-                "tensorgate --workers 2 (two processes; the bare server is one)",
+                f"{server.throughput:,.0f}/s vs {other.throughput:,.0f}/s ({other.server})",
+                _ratio(server.throughput, other.throughput),
+                note,
             )
     for model in ("image_classifier", "text_encoder"):
         ceiling = ceilings.get(model)
