@@ -27,9 +27,8 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.bare_server import BareServicer
+from benchmarks.bare_server import BareServicer, serve
 from server._proto import grpc_service_pb2 as pb
-from server._proto import grpc_service_pb2_grpc as pb_grpc
 
 _DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}
 
@@ -102,32 +101,27 @@ class ModelCallServicer(BareModelsServicer):
             )
             for name, model in spec["models"].items()
         }
+        # Looked up per request, so built once: output names and datatypes in the spec's order.
+        self._output_specs = {
+            name: ([t["name"] for t in model["outputs"]], [t["datatype"] for t in model["outputs"]])
+            for name, model in spec["models"].items()
+        }
 
     async def ModelInfer(self, request, context):
         session = self._sessions[request.model_name]
+        names, datatypes = self._output_specs[request.model_name]
         feeds = {
             tensor.name: np.frombuffer(raw, _DTYPES[tensor.datatype]).reshape(tuple(tensor.shape))
             for tensor, raw in zip(request.inputs, request.raw_input_contents, strict=True)
         }
-        names = [output.name for output in self._outputs[request.model_name][0]]
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version="1", id=request.id
         )
-        for name, value in zip(names, session.run(names, feeds), strict=True):
-            datatype = next(k for k, v in _DTYPES.items() if v == value.dtype)
+        values = session.run(names, feeds)
+        for name, datatype, value in zip(names, datatypes, values, strict=True):
             response.outputs.add(name=name, datatype=datatype, shape=value.shape)
             response.raw_output_contents.append(value.tobytes())
         return response
-
-
-async def serve(host: str, port: int, spec: dict, with_model: bool = False) -> None:
-    server = grpc.aio.server()
-    servicer = (ModelCallServicer if with_model else BareModelsServicer)(spec)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    print(f"listening for gRPC on {host}:{bound}", flush=True)
-    await server.wait_for_termination()
 
 
 def main() -> None:
@@ -139,7 +133,8 @@ def main() -> None:
     parser.add_argument("--with-model", action="store_true", help="run the model per request")
     args = parser.parse_args()
     spec = json.loads(Path(args.spec).read_text())
-    asyncio.run(serve(args.grpc_host, args.grpc_port, spec, args.with_model))
+    servicer = (ModelCallServicer if args.with_model else BareModelsServicer)(spec)
+    asyncio.run(serve(args.grpc_host, args.grpc_port, servicer))
 
 
 if __name__ == "__main__":

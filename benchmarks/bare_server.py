@@ -68,9 +68,10 @@ class BareServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, servicer: BareServicer | None = None) -> None:
+    """Serve `servicer` (the fixed-answer one by default) until terminated."""
     server = grpc.aio.server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(BareServicer(), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer or BareServicer(), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     print(f"listening for gRPC on {host}:{bound}", flush=True)
