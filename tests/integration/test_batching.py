@@ -99,3 +99,35 @@ def test_text_requests_of_different_lengths_are_padded_and_match_unbatched_resul
     with triton.InferenceServerClient(bundled_server.url) as client:
         stats = client.get_inference_statistics("text_encoder", as_json=True)["model_stats"][0]
     assert int(stats["execution_count"]) < int(stats["inference_stats"]["success"]["count"])
+
+
+def test_a_closed_loop_client_stops_waiting_for_company_that_never_comes(
+    start_server, tmp_path: Path
+) -> None:
+    """One client sending its next request only after the answer: after two queue waits that
+    gathered nothing, its lone requests go without waiting out the delay. Measured by the
+    server's own queue statistics (ModelStatistics), not by the client's clock."""
+    delay_s = 0.5
+    write_add_sub_model(
+        tmp_path,
+        "lone",
+        max_batch_size=16,
+        offset=0.0,
+        config_extra=f"dynamic_batching {{ max_queue_delay_microseconds: {int(delay_s * 1e6)} }}",
+    )
+    server = start_server(tmp_path)
+
+    def queue_s(client: triton.InferenceServerClient) -> float:
+        stats = client.get_inference_statistics("lone", as_json=True)["model_stats"][0]
+        return int(stats["inference_stats"]["queue"].get("ns", 0)) / 1e9
+
+    # Two requests together first: they share a batch, and the arrival gap starts small.
+    asyncio.run(infer_all(server.url, "lone", [add_sub_inputs(0, 1), add_sub_inputs(1, 1)]))
+    waits = []
+    with triton.InferenceServerClient(server.url) as client:
+        for seed in range(2, 6):
+            before = queue_s(client)
+            client.infer("lone", add_sub_inputs(seed, 1))
+            waits.append(queue_s(client) - before)
+    assert all(wait >= delay_s * 0.9 for wait in waits[:2]), waits  # Triton's semantics at first
+    assert all(wait < delay_s / 5 for wait in waits[2:]), waits  # then no more futile waits

@@ -370,6 +370,8 @@ def test_slow_computation_does_not_block_health_or_other_models(
     fm.write_slow_model(tmp_path, "slow")
     mf.write_add_sub_model(tmp_path, "fast", max_batch_size=8)
     server = start_server(tmp_path)
+    # Its Loop runs as many times as the request says: never on the event loop by default.
+    server.wait_for_log(r"slow/1/model\.onnx: no inline compute by default: .*\(Loop\) is control")
     client = triton.InferenceServerClient(server.url)
     channel = grpc.insecure_channel(server.url)
     try:
