@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +35,12 @@ from runtimes.errors import (
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+
+# The inline cost model's moving average: weights for a sample below and above the estimate,
+# and the most a single sample counts for, as a multiple of the estimate.
+_COST_FALL = 0.5
+_COST_RISE = 0.1
+_COST_OUTLIER_RATIO = 4.0
 
 
 class Scheduler:
@@ -143,8 +148,14 @@ class Scheduler:
         elements = _elements(inputs)
         if self._runs_directly(request, elements):
             self._arrivals.arrived(request.enqueued_s, others_queued=False)
-            self._execute_inline(self._free.get_nowait(), request, elements, self._take_sequence())
-            return await request.future  # resolved already, unless an earlier batch holds it
+            sequence = self._take_sequence()
+            result = self._execute_inline(self._free.get_nowait(), request, elements)
+            if self._answer_now(sequence):
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+            self._release(sequence, [(request, result)])  # after an earlier batch's answers
+            return await request.future
         if self.config.batches:
             request.group_key = group_key_of(inputs, self.config.padded_inputs)
         others_queued = self._queues.live_requests > 0
@@ -380,15 +391,16 @@ class Scheduler:
         self._release(sequence, list(zip(batch, results, strict=True)))
 
     def _execute_inline(
-        self, instance: Runtime, request: PendingRequest, elements: int, sequence: int
-    ) -> None:
+        self, instance: Runtime, request: PendingRequest, elements: int
+    ) -> Outputs | BaseException:
         """The direct path: one request that came to an idle instance with nothing queued, run
         on the event loop now (its cost is known to be small), without the batch machinery."""
-        started = self._clock.now()
         result: Outputs | BaseException
         infer_s = 0.0
         try:
-            outputs, infer_s = _timed_infer(instance, request.inputs, list(request.output_names))
+            outputs, infer_s = _timed_infer(
+                self._clock, instance, request.inputs, list(request.output_names)
+            )
             self._learn_cost(elements, infer_s)
             result = self._split(outputs, [request], request.rows)[0]
         except RuntimeFailure as failure:
@@ -397,8 +409,32 @@ class Scheduler:
             result = self._batch_error(error, request.rows)
         finally:
             self._free.put_nowait(instance)
-        self._report([request], [result], request.rows, started, 0.0, infer_s, 0.0)
-        self._release(sequence, [(request, result)])
+        # It started as it arrived and never queued; there is no latency controller here.
+        started = request.enqueued_s
+        self._observer.batch_completed(
+            BatchReport(
+                request.rows,
+                (0.0,),
+                0.0,
+                infer_s,
+                0.0,
+                not isinstance(result, BaseException),
+                started_s=started,
+                finished_s=started + infer_s,
+                traces=(request.trace,),
+            )
+        )
+        return result
+
+    def _answer_now(self, sequence: int) -> bool:
+        """Whether the inline result of batch `sequence` may go straight back to its caller:
+        always, unless preserve_ordering holds it behind an earlier batch's answers."""
+        if not self.config.preserve_ordering:
+            return True
+        if self._next_to_release != sequence:
+            return False
+        self._next_to_release += 1
+        return True
 
     def _batch_error(self, error: Exception, rows: int) -> TensorgateError:
         """What every request of a batch gets when the batch broke outside the runtime call
@@ -499,7 +535,7 @@ class Scheduler:
         hand-off, else on a worker thread; either way learn its cost."""
         elements = _elements(inputs)
         if self._inline_is_cheap(elements):
-            outputs, seconds = _timed_infer(instance, inputs, output_names)
+            outputs, seconds = _timed_infer(self._clock, instance, inputs, output_names)
         else:
             outputs, seconds = await self._compute_on_thread(instance, inputs, output_names)
         self._learn_cost(elements, seconds)
@@ -517,11 +553,18 @@ class Scheduler:
         )
 
     def _learn_cost(self, elements: int, seconds: float) -> None:
+        """Fold one measured run into the per-element cost. A run stretched by preemption or by
+        a wait for the GIL says little about the model, so one sample moves the estimate up by
+        at most a third of the way to 4x; faster samples pull it down quickly."""
         sample = seconds / max(1, elements)
         previous = self._compute_s_per_element
-        self._compute_s_per_element = (
-            sample if previous is None else previous + 0.2 * (sample - previous)
-        )
+        if previous is None:
+            self._compute_s_per_element = sample
+        elif sample < previous:
+            self._compute_s_per_element = previous + _COST_FALL * (sample - previous)
+        else:
+            sample = min(sample, _COST_OUTLIER_RATIO * previous)
+            self._compute_s_per_element = previous + _COST_RISE * (sample - previous)
         self._largest_measured_elements = max(self._largest_measured_elements, elements)
 
     async def _compute_on_thread(
@@ -531,7 +574,9 @@ class Scheduler:
         are then answered, and the instance stays out of service until its thread returns
         (a thread cannot be stopped), so a hung model fails only its own requests."""
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._executor, _timed_infer, instance, inputs, output_names)
+        work = loop.run_in_executor(
+            self._executor, _timed_infer, self._clock, instance, inputs, output_names
+        )
         timeout_s = self.config.execution_timeout_us / 1e6
         if not timeout_s:
             return await work
@@ -586,14 +631,14 @@ class RuntimeFailure(Exception):
 
 
 def _timed_infer(
-    instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
+    clock: Clock, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
 ) -> tuple[Outputs, float]:
-    started = time.perf_counter()
+    started = clock.now()
     try:
         outputs = instance.infer(inputs, output_names)
     except Exception as error:
         raise RuntimeFailure(error) from error
-    return outputs, time.perf_counter() - started
+    return outputs, clock.now() - started
 
 
 def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,61 +57,49 @@ def decode_infer_request(
     Outputs that name a region are checked against it now and written there on encode.
     Without a registry, naming a region is UNIMPLEMENTED.
     """
-    if len(request.inputs) > limits.max_inputs:
+    tensors = request.inputs
+    if len(tensors) > limits.max_inputs:
         raise InvalidInputError(
-            f"request has {len(request.inputs)} inputs, more than the limit of "
+            f"request has {len(tensors)} inputs, more than the limit of "
             f"{limits.max_inputs} (--max-inputs)"
         )
+    # One pass over the inputs (this runs on every request); the layout errors that need all of
+    # them at once are described by _raw_layout_error.
     raw_contents = request.raw_input_contents
-    locations = {
-        tensor.name: _shared_memory_location(
-            tensor.parameters, f"input '{tensor.name}'", shared_memory
-        )
-        for tensor in request.inputs
-        if tensor.parameters and _uses_shared_memory(tensor.parameters)
-    }
-    if raw_contents:
-        direct = len(request.inputs) - len(locations)
-        if len(raw_contents) != direct:
-            described = (
-                f"{direct} inputs outside shared memory"
-                if locations
-                else (f"{len(request.inputs)} inputs")
-            )
-            raise InvalidInputError(
-                f"request has {described} but {len(raw_contents)} "
-                "raw_input_contents entries; send one raw entry per input, in order"
-            )
-        typed = [t.name for t in request.inputs if t.HasField("contents")]
-        if typed:
-            raise InvalidInputError(
-                f"input '{typed[0]}' has typed contents while the request also uses "
-                "raw_input_contents; send all inputs one way"
-            )
+    raw_count = len(raw_contents)
     inputs: dict[str, np.ndarray] = {}
     raw_index = 0
-    for tensor in request.inputs:
-        if tensor.name in inputs:
-            raise InvalidInputError(f"input '{tensor.name}' appears more than once")
-        datatype = _datatype(tensor.name, tensor.datatype, "input")
-        shape, count = _shape(tensor.name, tensor.shape)
-        _check_size(tensor.name, datatype, count, limits)
-        location = locations.get(tensor.name)
-        if location is not None:
-            inputs[tensor.name] = _decode_shared(tensor, datatype, shape, location, shared_memory)
-        elif raw_contents:
+    for tensor in tensors:
+        name = tensor.name
+        if name in inputs:
+            raise InvalidInputError(f"input '{name}' appears more than once")
+        datatype = _datatype(name, tensor.datatype, "input")
+        shape, count = _shape(name, tensor.shape)
+        _check_size(name, datatype, count, limits)
+        if raw_count and tensor.HasField("contents"):
+            raise InvalidInputError(
+                f"input '{name}' has typed contents while the request also uses "
+                "raw_input_contents; send all inputs one way"
+            )
+        parameters = tensor.parameters
+        if parameters and _uses_shared_memory(parameters):
+            location = _shared_memory_location(parameters, f"input '{name}'", shared_memory)
+            inputs[name] = _decode_shared(tensor, datatype, shape, location, shared_memory)
+        elif raw_count:
+            if raw_index == raw_count:
+                raise _raw_layout_error(tensors, raw_count)
             raw = raw_contents[raw_index]
             raw_index += 1
             if len(raw) > limits.max_tensor_bytes:
                 raise InvalidInputError(
-                    f"input '{tensor.name}' has {len(raw)} bytes, more than the limit of "
+                    f"input '{name}' has {len(raw)} bytes, more than the limit of "
                     f"{limits.max_tensor_bytes} per tensor (--max-tensor-bytes)"
                 )
-            inputs[tensor.name] = decode_raw(
-                tensor.name, datatype, shape, raw, limits.max_bytes_element
-            )
+            inputs[name] = decode_raw(name, datatype, shape, raw, limits.max_bytes_element)
         else:
-            inputs[tensor.name] = _decode_typed(tensor, datatype, shape)
+            inputs[name] = _decode_typed(tensor, datatype, shape)
+    if raw_index != raw_count:
+        raise _raw_layout_error(tensors, raw_count)
 
     requested: list[str] = []
     output_locations: dict[str, SharedMemoryLocation] = {}
@@ -145,6 +133,24 @@ def decode_infer_request(
         priority=priority,
         timeout_us=timeout_us,
         shared_memory_outputs=output_locations,
+    )
+
+
+def _raw_layout_error(
+    tensors: Sequence[pb.ModelInferRequest.InferInputTensor], raw_count: int
+) -> InvalidInputError:
+    """raw_input_contents must hold one entry per input outside shared memory, in order."""
+    in_shared_memory = sum(
+        1 for tensor in tensors if tensor.parameters and _uses_shared_memory(tensor.parameters)
+    )
+    described = (
+        f"{len(tensors) - in_shared_memory} inputs outside shared memory"
+        if in_shared_memory
+        else f"{len(tensors)} inputs"
+    )
+    return InvalidInputError(
+        f"request has {described} but {raw_count} raw_input_contents entries; send one raw "
+        "entry per input, in order"
     )
 
 

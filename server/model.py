@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import numpy as np
 
@@ -38,10 +37,20 @@ class ServedModel:
     def device(self) -> str:
         return self.instances[0].metadata().device
 
-    def observe_request(self) -> RequestObservation:
-        """Times a whole request (decode to encode) into statistics and metrics, with its
-        outcome taken from the exception that ends it, if any."""
-        return RequestObservation(self)
+    def request_started(self) -> None:
+        """A request for this version is being answered; request_finished must follow."""
+        self.in_flight += 1
+
+    def request_finished(self, started_s: float, error: BaseException | None) -> None:
+        """Time a whole request (decode to encode, from `started_s` on the monotonic clock)
+        into statistics and metrics, with its outcome taken from the error that ended it."""
+        seconds = time.monotonic() - started_s
+        self.in_flight -= 1
+        if error is None:
+            self.stats.request_succeeded(seconds)
+        else:
+            self.stats.request_failed(seconds)
+        self.metrics.request_finished(outcome_of(error), seconds)
 
     async def infer(
         self,
@@ -79,30 +88,3 @@ class ServedModel:
             instance.close()
         if self.drift is not None:
             self.drift.close()
-
-
-class RequestObservation:
-    __slots__ = ("_model", "_started")
-
-    def __init__(self, model: ServedModel) -> None:
-        self._model = model
-        self._started = 0.0
-
-    def __enter__(self) -> None:
-        self._started = time.monotonic()
-        self._model.in_flight += 1
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        seconds = time.monotonic() - self._started
-        model = self._model
-        model.in_flight -= 1
-        if error is None:
-            model.stats.request_succeeded(seconds)
-        else:
-            model.stats.request_failed(seconds)
-        model.metrics.request_finished(outcome_of(error), seconds)

@@ -256,41 +256,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        """The core of ModelInfer and of each request of a ModelStreamInfer stream."""
+        """The core of ModelInfer and of each request of a ModelStreamInfer stream (one frame:
+        this runs on every request)."""
         status.check_decoded(request)
         state = self._state
-        state.last_arrival_s = time.monotonic()
+        arrived_s = state.last_arrival_s = time.monotonic()
         if not state.accepting:
             raise ShuttingDownError("server is shutting down")
+        remaining_s = context.time_remaining()
+        deadline_s = arrived_s + remaining_s if remaining_s is not None else None
         state.begin()
         try:
-            return await self._infer_accepted(request, context)
+            model = self._registry.resolve(request.model_name, request.model_version)
+        except BaseException:
+            state.end()
+            raise
+        model.request_started()
+        tracing = self._tracing
+        try:
+            with tracing.request(context, model.name, model.version, request.id) as span:
+                with tracing.span("decode"):
+                    inference = codec.decode_infer_request(
+                        request, self._shared_memory, self._limits
+                    )
+                outputs = await model.infer(inference, deadline_s, span)
+                with tracing.span("encode"):
+                    response = codec.encode_infer_response(
+                        model.name,
+                        str(model.version),
+                        request.id,
+                        outputs,
+                        inference.shared_memory_outputs,
+                        self._shared_memory,
+                    )
+        except BaseException as error:
+            model.request_finished(arrived_s, error)
+            raise
         finally:
             state.end()
-
-    async def _infer_accepted(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
-        model = self._registry.resolve(request.model_name, request.model_version)
-        tracing = self._tracing
-        with (
-            model.observe_request(),
-            tracing.request(context, model.name, model.version, request.id) as span,
-        ):
-            with tracing.span("decode"):
-                inference = codec.decode_infer_request(request, self._shared_memory, self._limits)
-            remaining_s = context.time_remaining()
-            deadline_s = time.monotonic() + remaining_s if remaining_s is not None else None
-            outputs = await model.infer(inference, deadline_s, span)
-            with tracing.span("encode"):
-                return codec.encode_infer_response(
-                    model.name,
-                    str(model.version),
-                    request.id,
-                    outputs,
-                    inference.shared_memory_outputs,
-                    self._shared_memory,
-                )
+        model.request_finished(arrived_s, None)
+        return response
 
     # extensions not implemented yet --------------------------------------------------------------
 

@@ -505,6 +505,61 @@ async def test_a_batch_far_larger_than_any_measured_one_goes_to_a_thread() -> No
 
 
 @async_test
+async def test_one_slow_run_leaves_a_cheap_model_on_the_event_loop_a_lasting_slowdown_does_not():
+    """A run stretched by preemption (or a wait for the GIL) must not send a cheap model's
+    requests to a thread; a model that really became slow goes there within a few runs."""
+    loop_thread = threading.get_ident()
+    run_s = [10e-6]
+    async with Harness(batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=100)) as h:
+
+        def timed(inputs, names):
+            h.clock.advance(run_s[0])
+            return double_x(inputs, names)
+
+        h.runtime._compute = timed
+        for value in range(3):
+            await h.scheduler.submit(x(value), ["y"])
+        run_s[0] = 0.05  # one run took 50 ms
+        await h.scheduler.submit(x(1), ["y"])
+        run_s[0] = 10e-6
+        await h.scheduler.submit(x(2), ["y"])
+        assert h.runtime.threads[1:] == [loop_thread] * 4
+
+        run_s[0] = 0.05  # every run takes 50 ms from now on
+        for value in range(12):
+            await h.scheduler.submit(x(value), ["y"])
+        on_loop = [thread == loop_thread for thread in h.runtime.threads[5:]]
+        assert on_loop[:3] == [True] * 3 and on_loop[-3:] == [False] * 3
+
+
+@async_test
+async def test_a_direct_answer_waits_for_an_earlier_batch_under_preserve_ordering() -> None:
+    config = batched(
+        max_batch_size=8, delay_us=0, preserve_ordering=True, inline_compute_threshold_us=10**6
+    )
+    async with Harness(config, instances=2, gated=True) as h:
+        for runtime in h.runtimes:
+            runtime.gate.set()
+        await h.scheduler.submit(x(0), ["y"])  # measured on a thread: known cheap from now on
+        for runtime in h.runtimes:
+            runtime.gate.clear()
+            while not runtime.started.empty():
+                runtime.started.get_nowait()
+        large = h.submit(x(1, 2, 3))  # over twice the largest measured: a thread, held there
+        await settle()
+        (busy,) = [runtime for runtime in h.runtimes if not runtime.started.empty()]
+        (idle,) = [runtime for runtime in h.runtimes if runtime is not busy]
+        small = h.submit(x(5))  # the idle instance runs it directly, on the event loop
+        await idle.next_call()
+        await settle()
+        assert idle.threads[-1] == threading.get_ident()
+        assert not small.done()
+        busy.gate.set()
+        assert (await large)["y"].ravel().tolist() == [2, 4, 6]
+        assert (await small)["y"].ravel().tolist() == [10]
+
+
+@async_test
 async def test_a_request_run_directly_is_reported_like_any_batch() -> None:
     cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
     async with Harness(cheap) as h:
