@@ -18,6 +18,7 @@ from batching import assemble, policy
 from batching.arrivals import ArrivalModel
 from batching.clock import Clock, MonotonicClock, wait_for_event
 from batching.config import BatchingConfig, TimeoutAction
+from batching.idle import IdleInstances
 from batching.observer import BatchObserver, BatchReport, NullObserver
 from batching.queue import RequestQueues
 from batching.request import PendingRequest, group_key_of
@@ -64,7 +65,7 @@ class Scheduler:
         self._observer = observer or NullObserver()
         self._queues = RequestQueues(config)
         self._wakeup = asyncio.Event()
-        self._free: asyncio.Queue[Runtime] = asyncio.Queue()
+        self._free = IdleInstances()
         self._running: set[asyncio.Task[None]] = set()
         self._held: set[Runtime] = set()  # instances whose timed-out batch is still running
         self._executor: ThreadPoolExecutor | None = None
@@ -93,7 +94,7 @@ class Scheduler:
             max_workers=len(self._instances), thread_name_prefix=f"infer-{self.model_name}"
         )
         for instance in self._instances:
-            self._free.put_nowait(instance)
+            self._free.put(instance)
         self._accepting = True
         self._loop_task = asyncio.create_task(self._run(), name=f"scheduler-{self.model_name}")
 
@@ -149,7 +150,7 @@ class Scheduler:
         if self._runs_directly(request, elements):
             self._arrivals.arrived(request.enqueued_s, others_queued=False)
             sequence = self._take_sequence()
-            result = self._execute_inline(self._free.get_nowait(), request, elements)
+            result = self._execute_inline(self._free.first(), request, elements)
             if self._answer_now(sequence):
                 if isinstance(result, BaseException):
                     raise result
@@ -238,10 +239,10 @@ class Scheduler:
 
     async def _run(self) -> None:
         while await self._wait_for_work():
-            instance = await self._free.get()
+            instance = await self._free.take()
             batch = await self._next_batch()
             if batch is None:
-                self._free.put_nowait(instance)
+                self._free.put(instance)
                 return
             if len(self._instances) == 1:
                 # Nothing could run beside it: no task needed (the next batch waits for this
@@ -274,13 +275,13 @@ class Scheduler:
         if (
             self._slo is not None
             or self._queues.live_requests
-            or self._free.empty()
+            or not self._free
             or not self._inline_is_cheap(elements)
             or (request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s)
         ):
             return False
-        if not self.config.combines_requests:
-            return True
+        if not self.config.combines_requests or not self.config.max_queue_delay_us:
+            return True  # nothing to wait for
         flush_at = policy.next_flush_s(
             oldest_enqueued_s=request.enqueued_s,
             queued_rows=request.rows,
@@ -362,7 +363,7 @@ class Scheduler:
         started = clock.now()
         batch = self._still_wanted(batch, started)
         if not batch:
-            self._free.put_nowait(instance)
+            self._free.put(instance)
             self._release(sequence, [])
             return
         rows = sum(request.rows for request in batch)
@@ -386,7 +387,7 @@ class Scheduler:
             results = [self._batch_error(error, rows)] * len(batch)
         finally:
             if instance not in self._held:
-                self._free.put_nowait(instance)
+                self._free.put(instance)
         self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
         self._release(sequence, list(zip(batch, results, strict=True)))
 
@@ -394,7 +395,8 @@ class Scheduler:
         self, instance: Runtime, request: PendingRequest, elements: int
     ) -> Outputs | BaseException:
         """The direct path: one request that came to an idle instance with nothing queued, run
-        on the event loop now (its cost is known to be small), without the batch machinery."""
+        on the event loop now (its cost is known to be small), without the batch machinery. The
+        instance stays among the idle ones: nothing else runs on the loop until this returns."""
         result: Outputs | BaseException
         infer_s = 0.0
         try:
@@ -407,8 +409,6 @@ class Scheduler:
             result = self._client_error(failure)
         except Exception as error:
             result = self._batch_error(error, request.rows)
-        finally:
-            self._free.put_nowait(instance)
         # It started as it arrived and never queued; there is no latency controller here.
         started = request.enqueued_s
         self._observer.batch_completed(
@@ -606,7 +606,7 @@ class Scheduler:
     def _return_held(self, instance: Runtime) -> None:
         self._held.discard(instance)
         log.warning("model '%s': a timed-out batch has returned; instance back", self.model_name)
-        self._free.put_nowait(instance)
+        self._free.put(instance)
 
     def _release(
         self, sequence: int, answers: list[tuple[PendingRequest, Outputs | BaseException]]

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 
 from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
@@ -112,6 +113,18 @@ class ModelSignature:
     def inputs_by_name(self) -> dict[str, TensorSpec]:
         """Looked up on every request: built once per model version."""
         return {spec.name: spec for spec in self.inputs}
+
+    @functools.cached_property
+    def input_dtypes_and_shapes(self) -> dict[str, tuple[np.dtype | None, tuple[int, ...]]]:
+        """Per input, its numpy dtype and full shape (batch dimension -1): for the quick
+        acceptance of a request. BYTES has no single dtype (None never matches)."""
+        return {
+            spec.name: (
+                None if spec.datatype == "BYTES" else datatypes.BY_NAME[spec.datatype].numpy,
+                self.full_shape(spec),
+            )
+            for spec in self.inputs
+        }
 
     @functools.cached_property
     def output_names(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import pytest
 from runtimes.base import TensorSpec
 from runtimes.errors import InvalidInputError, TensorgateError
 from server.model_config import ModelSignature
-from server.validation import validate_inputs, validate_requested_outputs
+from server.validation import _plainly_valid, validate_inputs, validate_requested_outputs
 
 BATCHED = ModelSignature(
     max_batch_size=4,
@@ -151,6 +151,38 @@ def test_bytes_and_bf16_inputs_are_recognised() -> None:
             "h": np.zeros((2, 2), dtype=ml_dtypes.bfloat16),
         },
     )
+
+
+WELL_FORMED = [
+    (BATCHED, batched_inputs()),
+    (BATCHED, batched_inputs(rows=4, length=1)),
+    (FIXED, {"x": np.zeros((2, 7), dtype=np.float16)}),
+]
+MALFORMED = [
+    (BATCHED, {**batched_inputs(), "extra": np.zeros((2, 1), dtype=np.int64)}),
+    (BATCHED, {"ids": np.zeros((2, 5), dtype=np.int64)}),
+    (BATCHED, {**batched_inputs(), "ids": np.zeros((2, 5), dtype=np.int32)}),
+    (BATCHED, {**batched_inputs(), "image": np.zeros((2, 3, 3), dtype=np.float32)}),
+    (BATCHED, {**batched_inputs(), "image": np.zeros((3, 3, 2), dtype=np.float32)}),
+    (BATCHED, batched_inputs(rows=0)),
+    (BATCHED, batched_inputs(rows=5)),
+    (BATCHED, {**batched_inputs(), "ids": np.zeros((), dtype=np.int64)}),
+    (FIXED, {"x": np.zeros((3, 7), dtype=np.float16)}),
+    (FIXED, {"x": np.zeros((2,), dtype=np.float16)}),
+]
+
+
+@pytest.mark.parametrize(("signature", "inputs"), WELL_FORMED)
+def test_well_formed_inputs_take_the_quick_acceptance(signature, inputs) -> None:
+    assert _plainly_valid(signature, inputs)
+    validate_inputs("net", signature, inputs)
+
+
+@pytest.mark.parametrize(("signature", "inputs"), MALFORMED)
+def test_the_quick_acceptance_lets_nothing_malformed_through(signature, inputs) -> None:
+    assert not _plainly_valid(signature, inputs)
+    with invalid():
+        validate_inputs("net", signature, inputs)
 
 
 def test_requested_outputs_in_request_order() -> None:
