@@ -265,12 +265,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise ShuttingDownError("server is shutting down")
         remaining_s = context.time_remaining()
         deadline_s = arrived_s + remaining_s if remaining_s is not None else None
+        model = self._registry.resolve(request.model_name, request.model_version)
         state.begin()
-        try:
-            model = self._registry.resolve(request.model_name, request.model_version)
-        except BaseException:
-            state.end()
-            raise
         model.request_started()
         tracing = self._tracing
         try:
