@@ -554,8 +554,9 @@ class Scheduler:
 
     def _learn_cost(self, elements: int, seconds: float) -> None:
         """Fold one measured run into the per-element cost. A run stretched by preemption or by
-        a wait for the GIL says little about the model, so one sample moves the estimate up by
-        at most a third of the way to 4x; faster samples pull it down quickly."""
+        a wait for the GIL says little about the model, so a sample counts for at most 4x the
+        estimate and rises are weighted lightly (one sample raises it by at most 30%); faster
+        samples pull it down quickly."""
         sample = seconds / max(1, elements)
         previous = self._compute_s_per_element
         if previous is None:
