@@ -166,6 +166,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def deny(request: object, context: grpc.aio.ServicerContext) -> None:
             audit.record(context.peer(), identity, method, outcome=code.name)
+            del request  # not kept alive by the abort's reference cycle (see server/status.py)
             await context.abort(code, message)
 
         if handler.unary_unary is not None:
