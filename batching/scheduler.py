@@ -3,6 +3,14 @@
 Requests are queued by priority; the loop waits for a free runtime instance, then for the policy
 to say a batch should go, takes the batch and runs it on a worker thread (onnxruntime releases
 the GIL) while it goes on forming the next one for another instance.
+
+Reference cycles. A raised error's traceback holds every frame it passed through, and each frame
+its callers', up to the servicer's frames that hold the request. A frame that still holds the
+error while it passes (a local, or a future that holds it) closes a cycle, and then the request
+and its inputs stay until a full garbage collection, which under a stream of failing large
+requests is tens of MiB. So a frame that raises an error it holds, itself or through a future,
+lets go of it as it raises (the standard library's idiom, `try: raise ... finally: del ...`), and
+log records get the error's message, not the error.
 """
 
 from __future__ import annotations
@@ -153,22 +161,27 @@ class Scheduler:
             result = self._execute_inline(self._free.first(), request, elements)
             if self._answer_now(sequence):
                 if isinstance(result, BaseException):
-                    raise result
+                    try:
+                        raise result
+                    finally:
+                        del result  # see "Reference cycles" in the module docstring
                 return result
             self._release(sequence, [(request, result)])  # after an earlier batch's answers
-            return await request.future
-        if self.config.batches:
-            request.group_key = group_key_of(inputs, self.config.padded_inputs)
-        others_queued = self._queues.live_requests > 0
-        self._queues.admit(request)
-        self._arrivals.arrived(request.enqueued_s, others_queued)
-        self._arm_timers(request)
-        self._wakeup.set()
+            del result  # an error also set on the future this frame awaits: no cycle
+        else:
+            if self.config.batches:
+                request.group_key = group_key_of(inputs, self.config.padded_inputs)
+            others_queued = self._queues.live_requests > 0
+            self._queues.admit(request)
+            self._arrivals.arrived(request.enqueued_s, others_queued)
+            self._arm_timers(request)
+            self._wakeup.set()
         try:
             return await request.future
         finally:
             # Answered while still queued (cancelled, expired): stop counting it.
             self._queues.discard(request)
+            del request  # its future holds the error this frame may raise: no cycle
 
     def _make_request(
         self,
@@ -248,10 +261,12 @@ class Scheduler:
                 # Nothing could run beside it: no task needed (the next batch waits for this
                 # instance either way).
                 await self._execute(instance, batch, self._take_sequence())
-                continue
-            task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            else:
+                task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                del task
+            del batch  # waiting for the next, the loop keeps no answered request's inputs alive
 
     async def _wait_for_work(self) -> bool:
         """Wait until a request is queued; False once stopped with nothing queued."""
@@ -500,7 +515,7 @@ class Scheduler:
             "model '%s': a batch of %d requests failed (%s); running them one by one",
             self.model_name,
             len(batch),
-            failure.cause,
+            str(failure.cause),  # a record keeps its arguments: not the error and its frames
         )
         results: list[Outputs | BaseException] = []
         for request in batch:
@@ -518,7 +533,8 @@ class Scheduler:
     def _client_error(self, failure: RuntimeFailure) -> TensorgateError:
         """What a client is told about a runtime failure: a generic message of the right kind;
         the runtime's own words (node names, values) go to the log only."""
-        log.error("model '%s': the runtime failed a request: %s", self.model_name, failure.cause)
+        message = str(failure.cause)  # a record keeps its arguments: not the error and its frames
+        log.error("model '%s': the runtime failed a request: %s", self.model_name, message)
         if isinstance(failure.cause, InvalidInputError):
             return InvalidInputError(
                 f"model '{self.model_name}' rejected the request's input values; the server "
@@ -579,9 +595,27 @@ class Scheduler:
             self._executor, _timed_infer, self._clock, instance, inputs, output_names
         )
         timeout_s = self.config.execution_timeout_us / 1e6
-        if not timeout_s:
-            return await work
-        expired = loop.create_future()
+        if timeout_s and not await self._finishes_within(work, timeout_s):
+            self._held.add(instance)
+            work.add_done_callback(lambda _: self._return_held(instance))
+            log.error(
+                "model '%s': a batch ran past the execution timeout of %d us; its instance is "
+                "out of service until it returns",
+                self.model_name,
+                self.config.execution_timeout_us,
+            )
+            raise ModelExecutionError(
+                f"model '{self.model_name}' did not finish the batch within its execution "
+                f"timeout of {self.config.execution_timeout_us} us"
+            )
+        try:
+            return await work  # its outputs, or the runtime's error
+        finally:
+            del work  # see "Reference cycles" in the module docstring
+
+    async def _finishes_within(self, work: asyncio.Future, timeout_s: float) -> bool:
+        """Whether the worker thread's work is done (or failed) before the execution timeout."""
+        expired = asyncio.get_running_loop().create_future()
         timer = self._clock.call_at(
             self._clock.now() + timeout_s, lambda: expired.done() or expired.set_result(None)
         )
@@ -589,20 +623,7 @@ class Scheduler:
             await asyncio.wait((work, expired), return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
-        if work.done():
-            return work.result()
-        self._held.add(instance)
-        work.add_done_callback(lambda _: self._return_held(instance))
-        log.error(
-            "model '%s': a batch ran past the execution timeout of %d us; its instance is out "
-            "of service until it returns",
-            self.model_name,
-            self.config.execution_timeout_us,
-        )
-        raise ModelExecutionError(
-            f"model '{self.model_name}' did not finish the batch within its execution timeout "
-            f"of {self.config.execution_timeout_us} us"
-        )
+        return work.done()
 
     def _return_held(self, instance: Runtime) -> None:
         self._held.discard(instance)

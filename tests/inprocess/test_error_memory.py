@@ -23,6 +23,7 @@ import pytest
 from server._proto import grpc_service_pb2 as pb
 from server.app import TensorgateServer
 from server.settings import ServerSettings
+from tests.support.fault_models import write_gather_model
 from tests.support.model_factory import write_add_sub_model
 
 LARGE = 1 << 20
@@ -43,8 +44,17 @@ def refused_requests() -> dict[str, bytes]:
     unknown_model = pb.ModelInferRequest(
         model_name="no_such_model", raw_input_contents=[b"x" * LARGE]
     )
+    rows = LARGE // 8  # INT64 indices, the last out of the table's range: onnxruntime fails
+    indices = np.zeros((rows, 1), np.int64)
+    indices[-1] = 99
+    out_of_range = pb.ModelInferRequest(
+        model_name="gather",
+        inputs=[tensor(name="INDEX", datatype="INT64", shape=[rows, 1])],
+        raw_input_contents=[indices.tobytes()],
+    )
     return {
         "INVALID_ARGUMENT wrong length": wrong_length.SerializeToString(),
+        "INVALID_ARGUMENT failed in the model": out_of_range.SerializeToString(),
         "NOT_FOUND unknown model": unknown_model.SerializeToString(),
         "INVALID_ARGUMENT undecodable": b"\x0a\x02\xff\xfe" + b"\xff" * LARGE,
     }
@@ -101,6 +111,7 @@ def test_refused_requests_leave_no_cyclic_garbage_holding_them(
     tmp_path: Path, auth_tokens: str, refused_by: str
 ) -> None:
     write_add_sub_model(tmp_path, "m", max_batch_size=8)
+    write_gather_model(tmp_path, "gather", max_batch_size=0)
     rounds = 5
     gc.collect()
     gc.disable()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 
 import numpy as np
@@ -692,3 +694,58 @@ async def test_a_runtime_failure_in_a_shared_batch_fails_only_the_bad_request() 
             await bad
         assert "lookup" not in str(error.value)
         assert [c["x"].ravel().tolist() for c in h.runtime.calls] == [[1, -1], [1], [-1]]
+
+
+def fails_on_negative(inputs, names):
+    if (inputs["x"] < 0).any():
+        raise RuntimeError("node Relu_3: bad value -1")
+    return double_x(inputs, names)
+
+
+async def inputs_outlive_their_failed_request(config: BatchingConfig, *, shared: bool) -> bool:
+    """Whether a failed request's inputs are still alive once the caller has dropped them and
+    its error, with the garbage collector off: alive means a reference cycle holds them, and a
+    stream of failing large requests would pile up until a full collection."""
+    async with Harness(config) as h:
+        h.runtime._compute = fails_on_negative
+        if config.inline_compute_threshold_us:
+            await h.scheduler.submit(x(1), ["y"])  # learns the cost, for the direct path
+        inputs = x(-1)
+        alive = weakref.ref(inputs["x"])
+        failing = h.submit(inputs)
+        good = h.submit(x(2)) if shared else None
+        await settle()
+        h.clock.advance(config.max_queue_delay_us / 1e6)
+        try:
+            await failing
+        except ModelExecutionError:
+            pass
+        else:
+            raise AssertionError("the request did not fail")
+        if good is not None:
+            assert (await good)["y"].tolist() == [[4.0]]
+        del inputs, failing
+        await settle()  # the loop's own callbacks let go of the finished tasks
+        return alive() is not None
+
+
+@pytest.mark.parametrize(
+    ("config", "shared"),
+    [
+        (batched(delay_us=0, inline_compute_threshold_us=1_000_000), False),
+        (batched(delay_us=0), False),
+        (batched(delay_us=1000), True),
+    ],
+    ids=["direct", "on a worker thread", "in a shared batch"],
+)
+def test_a_failed_requests_inputs_are_freed_with_its_error(
+    config: BatchingConfig, shared: bool
+) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        run = inputs_outlive_their_failed_request(config, shared=shared)
+        outlived = asyncio.run(asyncio.wait_for(run, timeout=30))
+    finally:
+        gc.enable()
+    assert not outlived
