@@ -37,6 +37,12 @@ def _log_unexpected(method: str, error: BaseException) -> None:
         log.error("unexpected error in %s", method, exc_info=error)
 
 
+# Aborting. Every wrapper aborts after its `except` block, having dropped its reference to the
+# request. grpc.aio keeps the AbortError that abort() raises in a reference cycle (through the
+# call's state), so whatever that exception reaches stays until a full garbage collection. Raised
+# inside the `except`, it would reach the error being handled, its traceback's frames and the
+# request they hold: under a stream of large malformed requests that piled up tens of MiB between
+# collections (tests/inprocess/test_error_memory.py).
 def _failure(
     method: str, error: Exception, record: Callable[[str, str], None]
 ) -> tuple[grpc.StatusCode, str]:
@@ -45,14 +51,6 @@ def _failure(
     code, message = status_of(error)
     record(method, code.name)
     return code, message
-
-
-# Aborting. Every wrapper aborts after its `except` block, having dropped its reference to the
-# request. grpc.aio keeps the AbortError that abort() raises in a reference cycle (through the
-# call's state), so whatever that exception reaches stays until a full garbage collection. Raised
-# inside the `except`, it would reach the error being handled, its traceback's frames and the
-# request they hold: under a stream of large malformed requests that piled up tens of MiB between
-# collections (tests/inprocess/test_error_memory.py).
 
 
 def check_decoded(request: object) -> None:
