@@ -265,7 +265,6 @@ class Scheduler:
                 task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
-                del task
             del batch  # waiting for the next, the loop keeps no answered request's inputs alive
 
     async def _wait_for_work(self) -> bool:

@@ -576,16 +576,17 @@ async def test_a_request_run_directly_is_reported_like_any_batch() -> None:
         assert h.runtime.threads[-1] == threading.get_ident()
 
 
+def fails_on_negative(inputs, names):
+    if (inputs["x"] < 0).any():
+        raise RuntimeError("node Relu_3: bad value -1")
+    return double_x(inputs, names)
+
+
 @async_test
 async def test_a_failing_direct_request_gets_a_generic_error_and_the_model_stays_up() -> None:
-    def fail_on_negative(inputs, names):
-        if (inputs["x"] < 0).any():
-            raise RuntimeError("node Relu_3: bad value -1")
-        return double_x(inputs, names)
-
     cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
     async with Harness(cheap) as h:
-        h.runtime._compute = fail_on_negative
+        h.runtime._compute = fails_on_negative
         await h.scheduler.submit(x(1), ["y"])
         with pytest.raises(ModelExecutionError) as failed:
             await h.scheduler.submit(x(-1), ["y"])  # direct, inline
@@ -694,12 +695,6 @@ async def test_a_runtime_failure_in_a_shared_batch_fails_only_the_bad_request() 
             await bad
         assert "lookup" not in str(error.value)
         assert [c["x"].ravel().tolist() for c in h.runtime.calls] == [[1, -1], [1], [-1]]
-
-
-def fails_on_negative(inputs, names):
-    if (inputs["x"] < 0).any():
-        raise RuntimeError("node Relu_3: bad value -1")
-    return double_x(inputs, names)
 
 
 async def inputs_outlive_their_failed_request(config: BatchingConfig, *, shared: bool) -> bool:
