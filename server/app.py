@@ -51,6 +51,9 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         # Clients may ping every 10 s even without calls (tritonclient's keepalive default).
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC sets SO_REUSEPORT by default on Linux, so a second server on a used port would
+        # bind silently and take half the connections; only --workers' children share a port.
+        ("grpc.so_reuseport", 1 if settings.worker_index is not None else 0),
     ]
     if settings.max_connection_age_s > 0:
         options += [
@@ -159,16 +162,7 @@ class TensorgateServer:
             ),
             server,
         )
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
-        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-            certificates = CertificateFiles(
-                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
-            )
-            self.port = server.add_secure_port(address, certificates.credentials())
-            mutual = " with client certificates required" if settings.tls_client_ca_file else ""
-            log.info("TLS on%s", mutual)
-        else:
-            self.port = server.add_insecure_port(address)
+        self.port = self._bind(server)
         await server.start()
         self._server = server
         if settings.grpc_health_port:
@@ -183,6 +177,25 @@ class TensorgateServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        settings = self.settings
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+                certificates = CertificateFiles(
+                    settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+                )
+                port = server.add_secure_port(address, certificates.credentials())
+                mutual = " with client certificates required" if settings.tls_client_ca_file else ""
+                log.info("TLS on%s", mutual)
+                return port
+            return server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc says only "Failed to bind to address"
+            raise OSError(
+                f"cannot listen for gRPC on {address}: the port is in use (another server?) or "
+                "the address is not one of this machine's; choose another --grpc-port"
+            ) from error
 
     async def stop(self, grace_s: float | None = None) -> bool:
         """Drain and stop; False when work was still running at the end of the grace period
@@ -253,12 +266,27 @@ class TensorgateServer:
 
     def _models_to_load_at_start(self) -> list[str]:
         on_disk = self.models.model_names_on_disk()
-        if self.settings.model_control_mode != "explicit" or "*" in self.settings.load_models:
+        settings = self.settings
+        if not on_disk:
+            log.warning(
+                "the model repository %s holds no model directory (<model>/<version>/"
+                "model.onnx): nothing to serve",
+                settings.model_repository,
+            )
+        if settings.model_control_mode != "explicit":
+            if settings.load_models:
+                log.warning(
+                    "--load-model is ignored in model control mode '%s': every model in the "
+                    "repository loads; use --model-control-mode explicit to choose",
+                    settings.model_control_mode,
+                )
             return on_disk
-        missing = sorted(set(self.settings.load_models) - set(on_disk))
+        if "*" in settings.load_models:
+            return on_disk
+        missing = sorted(set(settings.load_models) - set(on_disk))
         if missing:
             log.error("--load-model names models not in the repository: %s", ", ".join(missing))
-        return [name for name in on_disk if name in self.settings.load_models]
+        return [name for name in on_disk if name in settings.load_models]
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

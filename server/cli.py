@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server import __version__
-from server.settings import ServerSettings
+from server.settings import BUNDLED_MODELS, WORKER_INDEX_VARIABLE, ServerSettings
 
 log = logging.getLogger("tensorgate")
 
@@ -22,40 +22,51 @@ ENV_PREFIX = "TENSORGATE_"
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
-    return level
-
-
 CONTROL_MODES = ("none", "poll", "explicit")
 TRACE_EXPORTERS = ("none", "console", "otlp")
 
 
+def _choice(what: str, choices: tuple[str, ...], normalise: Callable[[str], str]):
+    """A type for an option with a fixed set of values, whose error lists them."""
+
+    def parse(text: str) -> str:
+        value = normalise(text.strip())
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be one of {', '.join(choices)}, got '{text}'"
+            )
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
+
+
+_log_level = _choice("log level", LOG_LEVELS, str.upper)
+_control_mode = _choice("model control mode", CONTROL_MODES, str.lower)
+_trace_exporter = _choice("trace exporter", TRACE_EXPORTERS, str.lower)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError("expected true or false")
-    return value in ("true", "1", "yes")
-
-
-def _trace_exporter(text: str) -> str:
-    if text not in TRACE_EXPORTERS:
-        raise ValueError(f"trace exporter must be one of {', '.join(TRACE_EXPORTERS)}")
-    return text
-
-
-def _control_mode(text: str) -> str:
-    if text not in CONTROL_MODES:
-        raise ValueError(f"model control mode must be one of {', '.join(CONTROL_MODES)}")
-    return text
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return value
 
 
 def _name_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _default_text(value: object) -> str:
+    """A default as the help shows it: words instead of None, (), True or the package path."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value == BUNDLED_MODELS:
+        return "the bundled example models"
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -243,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             action="append" if option.repeatable else "store",
             metavar=option.field.split("_")[-1].upper(),
-            help=f"{option.help} [env {option.env}; default {default}]",
+            help=f"{option.help} [env {option.env}; default {_default_text(default)}]",
         )
     profile = commands.add_parser(
         "profile",
@@ -310,12 +321,14 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSe
         if value is None and option.env in environ:
             try:
                 value = option.type(environ[option.env])
-            except ValueError as exc:
+            except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise SystemExit(
                     f"tensorgate: invalid {option.env}={environ[option.env]}: {exc}"
                 ) from None
         if value is not None:
             values[option.field] = value
+    if environ.get(WORKER_INDEX_VARIABLE, "").isdigit():
+        values["worker_index"] = int(environ[WORKER_INDEX_VARIABLE])
     if environ.get("TENSORGATE_AUTH_TOKENS"):
         values["auth_tokens"] = environ["TENSORGATE_AUTH_TOKENS"]  # never a flag: ps shows flags
     return dataclasses.replace(ServerSettings(), **values)

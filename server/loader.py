@@ -43,6 +43,13 @@ def read_given_config(source: ModelSource) -> mc.ModelConfig | None:
     return model_config.read_config_file(source.config_path) if source.config_path else None
 
 
+def policy_kind(given: mc.ModelConfig | None) -> str:
+    """The version policy's kind: latest (the default), all or specific."""
+    if given is None or not given.HasField("version_policy"):
+        return "latest"
+    return given.version_policy.WhichOneof("policy_choice") or "latest"
+
+
 def select_versions(given: mc.ModelConfig | None, available: list[int]) -> list[int]:
     """Versions to serve under the config's version policy (default: the latest one)."""
     available = sorted(available)

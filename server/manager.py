@@ -141,6 +141,8 @@ class ModelManager:
                 failures.append(error)
                 continue
             loaded_from[version] = origin
+        if failures:
+            await self._fall_back(source, given, wanted, loaded_from)
         serving = self._registry.serving(name)
         if failures:
             # Whatever served before keeps serving; nothing is retired on a failed load.
@@ -153,6 +155,37 @@ class ModelManager:
         for version in set(serving) - set(wanted):
             await self._retire(name, version)
             loaded_from.pop(version, None)
+
+    async def _fall_back(
+        self,
+        source: repository.ModelSource,
+        given: mc.ModelConfig | None,
+        wanted: list[int],
+        loaded_from: dict[int, tuple[object, Fingerprint]],
+    ) -> None:
+        """Under a `latest` policy, when newer versions failed and fewer versions serve than the
+        policy asks for, serve the newest older versions that load instead: a broken new
+        version never turns a restart into an outage."""
+        if loader.policy_kind(given) != "latest":
+            return
+        config_key = given.SerializeToString(deterministic=True) if given else b""
+        older = sorted((v for v in source.version_paths if v < min(wanted)), reverse=True)
+        for version in older:
+            if len(self._registry.serving(source.name)) >= len(wanted):
+                return
+            try:
+                await self._load_version(source, version, given, replacing=False)
+            except TensorgateError:
+                continue
+            loaded_from[version] = (
+                config_key,
+                repository.directory_fingerprint(source.version_paths[version]),
+            )
+            log.warning(
+                "model '%s': serving version %d instead of the newer version(s) that failed",
+                source.name,
+                version,
+            )
 
     async def _load_version(
         self,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "example_models"
+# Set by `serve --workers N` for each of its children; never by users.
+WORKER_INDEX_VARIABLE = "TENSORGATE_WORKER_INDEX"
 
 
 @dataclass(frozen=True)
@@ -57,4 +59,8 @@ class ServerSettings:
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 10.0
     keepalive_time_s: float = 60.0
+    # Set only by `--workers`' parent for its children (TENSORGATE_WORKER_INDEX): the one case
+    # where several processes may listen on one port (SO_REUSEPORT). A lone server refuses a
+    # port that is in use.
+    worker_index: int | None = None
     keepalive_timeout_s: float = 20.0

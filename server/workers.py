@@ -9,6 +9,7 @@ SIGTERM or SIGINT passes the signal on and waits for each worker's graceful shut
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import socket
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.settings import ServerSettings
+from server.settings import WORKER_INDEX_VARIABLE, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Worker:
         self.listening = threading.Event()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", *argv],
+            env={**os.environ, WORKER_INDEX_VARIABLE: str(index)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

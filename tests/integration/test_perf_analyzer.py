@@ -7,11 +7,14 @@ columns. Any failed request makes it exit non-zero, which run_perf_analyzer rais
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+
 import pytest
 import tritonclient.grpc as triton
 
 from tests.support.perf_analyzer import perf_analyzer_available, run_perf_analyzer
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import REPO_ROOT, ServerProcess
 
 pytestmark = pytest.mark.skipif(
     not perf_analyzer_available(),
@@ -114,3 +117,22 @@ def test_perf_analyzer_streaming_and_shared_memory(
     assert failures == failures_before
     assert successes - successes_before >= result.request_count
     assert not regions_left
+
+
+def _readme_command(prefix: str) -> list[str]:
+    """The README's shell command that starts with `prefix`, continuation lines joined."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n" + prefix) + 1
+    end = text.index("\n```", start)
+    return shlex.split(text[start:end].replace("\\\n", " "))
+
+
+def test_the_readme_perf_analyzer_command_completes(bundled_server: ServerProcess) -> None:
+    """The command a new user copies from README.md, as written, but for the server's port."""
+    command = _readme_command("scripts/perf_analyzer ")
+    command[command.index("localhost:8001")] = bundled_server.url
+    finished = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert "Concurrency: 8, throughput:" in finished.stdout, finished.stdout[-3000:]

@@ -32,6 +32,7 @@ from tritonclient.utils import InferenceServerException
 from tests.support import fault_models as fm
 from tests.support import model_factory as mf
 from tests.support import probes
+from tests.support import python_models as pm
 from tests.support.server_process import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
@@ -48,7 +49,6 @@ MIN_SUCCESSES = 3  # answers every worker must have before the signal
 WAIT_S = 20.0
 WORKER_LIMIT_S = 60.0  # a worker stops by itself after this, whatever happens
 SHUTTING_DOWN = r"server\.app: shutting down"
-HEAVY_ITERATIONS = 400_000  # ~20 s of compute on one core: far past the 1 s grace
 
 
 @dataclass(frozen=True)
@@ -250,36 +250,38 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
     )
 
 
-def stuck_model(repo: Path, how: str) -> tuple[str, int]:
-    """A model and an INT64 [1, 1] input value whose request is still unanswered long after a
-    1 s grace: queued behind a 60 s queue delay, or computing for about 20 s."""
-    if how == "queued":
-        fm.write_gather_model(
-            repo,
-            "stuck",
-            config_extra="dynamic_batching { max_queue_delay_microseconds: 60000000 }",
-        )
-        return "INDEX", 1
-    fm.write_slow_model(repo, "stuck")
-    return "ITERATIONS", HEAVY_ITERATIONS
-
-
 @pytest.mark.parametrize("how", ["queued", "computing"])
 def test_request_stuck_past_the_grace_period_does_not_hold_the_exit(
     tmp_path: Path, start_server: StartServer, how: str
 ) -> None:
     """One request that will not be done for far longer than --grace-period-secs 1 (waiting
-    out a 60 s queue delay, or in a ~20 s computation): after SIGTERM the process still exits 0
-    within the grace plus EXIT_MARGIN_S, and the stuck call gets an answer (it is not left
-    hanging on a dead connection)."""
-    input_name, value = stuck_model(tmp_path, how)
-    server = start_server(tmp_path, "--grace-period-secs", str(SHORT_GRACE_S))
+    out a 60 s queue delay, or held inside the model on a gate this test never opens): after
+    SIGTERM the process still exits 0 within the grace plus EXIT_MARGIN_S, and the stuck call
+    gets an answer (it is not left hanging on a dead connection)."""
+    with pm.Gate() as gate:
+        if how == "queued":
+            fm.write_gather_model(
+                tmp_path,
+                "stuck",
+                config_extra="dynamic_batching { max_queue_delay_microseconds: 60000000 }",
+            )
+            tensor = triton.InferInput("INDEX", [1, 1], "INT64")
+            tensor.set_data_from_numpy(np.array([[1]], dtype=np.int64))
+        else:
+            pm.write_gated_model(tmp_path, "stuck", gate)
+            tensor = triton.InferInput("INPUT0", [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[1.0]], dtype=np.float32))
+        server = start_server(tmp_path, "--grace-period-secs", str(SHORT_GRACE_S))
+        _stuck_call_does_not_hold_the_exit(server, how, tensor, gate)
+
+
+def _stuck_call_does_not_hold_the_exit(
+    server: ServerProcess, how: str, tensor: triton.InferInput, gate: pm.Gate
+) -> None:
     outcome: list[str] = []
     answered = threading.Event()
 
     def stuck_call() -> None:
-        tensor = triton.InferInput(input_name, [1, 1], "INT64")
-        tensor.set_data_from_numpy(np.array([[value]], dtype=np.int64))
         with triton.InferenceServerClient(server.url) as client:
             try:
                 client.infer("stuck", [tensor], client_timeout=WORKER_LIMIT_S)
@@ -292,11 +294,8 @@ def test_request_stuck_past_the_grace_period_does_not_hold_the_exit(
     caller.start()
     if how == "queued":
         probes.wait_for_gauges(server.metrics_port, lambda s: probes.queued(s, "stuck") >= 1)
-    else:  # in flight and no longer queued: running on a worker thread
-        probes.wait_for_gauges(
-            server.metrics_port,
-            lambda s: probes.in_flight(s, "stuck") >= 1 and probes.queued(s, "stuck") == 0,
-        )
+    else:
+        gate.wait_started()
     assert not answered.is_set(), outcome
     mark = server.log_mark()
     server.terminate()

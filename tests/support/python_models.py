@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 ADD_SUB_SOURCE = """
@@ -67,3 +68,71 @@ def write_python_model(repo: Path, name: str, source: str, config: str, version:
     (version_dir / "model.py").write_text(source)
     (repo / name / "config.pbtxt").write_text(config)
     return version_dir
+
+
+# A model whose batches wait on a gate the test holds: execute() connects to the test's
+# loopback socket, says "started", and returns only when the test opens the gate (or closes the
+# socket). A "slow" model that waits on the test, not on the machine's speed. All-zero inputs
+# pass without waiting: that is the server's warm-up sample at load.
+GATED_SOURCE = """
+import socket
+
+
+class TensorgateModel:
+    def initialize(self, args):
+        self.port = int(args["parameters"]["gate_port"])
+
+    def execute(self, inputs):
+        if not inputs["INPUT0"].any():
+            return {"OUTPUT0": inputs["INPUT0"]}
+        with socket.create_connection(("127.0.0.1", self.port), timeout=300) as gate:
+            gate.sendall(b"started\\n")
+            gate.recv(1)
+        return {"OUTPUT0": inputs["INPUT0"]}
+"""
+
+GATED_CONFIG = """backend: "python"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+parameters { key: "gate_port" value: { string_value: "%d" } }
+"""
+
+
+class Gate:
+    """The test's side of GATED_SOURCE: a loopback listener. `wait_started` returns once a batch
+    has started; `open` lets every started batch finish."""
+
+    def __init__(self, timeout_s: float = 60.0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(timeout_s)
+        self.port = self._listener.getsockname()[1]
+        self._started: list[socket.socket] = []
+
+    def wait_started(self) -> None:
+        """Block until the next batch connects (raises TimeoutError after the timeout)."""
+        connection, _ = self._listener.accept()
+        connection.settimeout(self._listener.gettimeout())
+        assert connection.recv(8) == b"started\n"
+        self._started.append(connection)
+
+    def open(self) -> None:
+        for connection in self._started:
+            connection.sendall(b"g")
+            connection.close()
+        self._started.clear()
+
+    def close(self) -> None:
+        """Release everything still waiting (their recv sees the connection close)."""
+        self.open()
+        self._listener.close()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_gated_model(repo: Path, name: str, gate: Gate) -> Path:
+    return write_python_model(repo, name, GATED_SOURCE, GATED_CONFIG % gate.port)
