@@ -51,9 +51,6 @@ class BatchingConfig:
     max_queued_requests: int = 10_000
     # Latency-SLO mode: adapt delay and batch size online to keep p99 under this target (0: off).
     latency_target_p99_us: int = 0
-    # A batch whose expected compute time is below this runs on the event loop itself: for tiny
-    # models the hand-off to a worker thread costs more than the model (0: always a thread).
-    inline_compute_threshold_us: int = 0
     # A batch still running after this long is abandoned: its requests fail (0: no limit).
     execution_timeout_us: int = 0
 

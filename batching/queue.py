@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Iterator
 
 from batching.config import BatchingConfig
+from batching.errors import QueueFullError
 from batching.request import PendingRequest
-from runtimes.errors import QueueFullError
 
 
 class RequestQueues:

@@ -1,41 +1,52 @@
-"""A request waiting in a scheduler queue."""
+"""A request in a scheduler: its inputs, who waits for it, the times that govern it, its answer."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from batching.waiter import Waiter
+from runtimes.errors import TensorgateError
+
 
 @dataclass(eq=False, slots=True)
 class PendingRequest:
-    """Inputs and the future its caller awaits, plus the times that govern it.
-
-    `rows` is the leading (batch) dimension the request brings. `group_key` holds the non-batch
-    shape of every input that cannot be padded: only requests with equal keys share a batch.
-    """
+    """`rows` is the leading (batch) dimension the request brings. `group_key` holds the
+    non-batch shape of every input that cannot be padded: only requests with equal keys share a
+    batch. Once `done`, exactly one of `outputs` and `error` is set; the error was made, not
+    raised, so it carries no traceback (and no frames holding requests alive)."""
 
     inputs: dict[str, np.ndarray]
     output_names: tuple[str, ...]
     rows: int
     priority_level: int
     enqueued_s: float
-    future: asyncio.Future[dict[str, np.ndarray]]
+    waiter: Waiter
     group_key: tuple[object, ...] = ()
     # Past this time the request is answered DEADLINE_EXCEEDED and never runs.
     reject_at_s: float | None = None
     # Past this time (timeout_action DELAY) it runs only after requests that have not timed out.
     delay_at_s: float | None = None
     delayed: bool = False
-    queued: bool = field(default=False)
+    queued: bool = False
     # Opaque to the scheduler: handed back in the BatchReport (the server's request span).
     trace: object | None = None
+    timers: list[object] = field(default_factory=list)
+    done: bool = False
+    outputs: dict[str, np.ndarray] | None = None
+    error: TensorgateError | None = None
 
-    @property
-    def live(self) -> bool:
-        """Still wanted: not answered, timed out or cancelled by its caller."""
-        return not self.future.done()
+    def finish(self, outputs: dict[str, np.ndarray] | None, error: TensorgateError | None) -> None:
+        """Answer the request (once: a later answer is ignored) and tell its waiter."""
+        if self.done:
+            return
+        self.outputs, self.error, self.done = outputs, error, True
+        self.inputs = {}  # the caller has its own reference; the queue need not keep them
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = []
+        self.waiter.tell_answered(self)
 
 
 def group_key_of(inputs: dict[str, np.ndarray], padded_inputs: frozenset[str]) -> tuple:

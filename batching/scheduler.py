@@ -1,55 +1,69 @@
-"""The dynamic batching scheduler: one long-lived task per model version.
+"""The dynamic batching scheduler of one model version: leader/follower on the callers' threads.
 
-Requests are queued by priority; the loop waits for a free runtime instance, then for the policy
-to say a batch should go, takes the batch and runs it on a worker thread (onnxruntime releases
-the GIL) while it goes on forming the next one for another instance.
+There is no scheduler thread and no event loop. A caller that finds an idle instance and no
+reason to wait runs its request at once, on its own thread. Otherwise its request is queued
+and the caller waits, blocked without the GIL (batching/waiter.py). Whenever an instance comes
+free, or the queue delay that the policy chose runs out (a clock timer), the next batch is taken
+from the queue and handed, with the instance, to the waiter of a request in it: that caller's
+thread runs the batch, answers every request in it, and hands the instance on. So a batch runs
+on a thread that waits for it anyway, and the only hand-off is the wake-up of the next leader.
 
-Reference cycles. A raised error's traceback holds every frame it passed through, and each frame
-its callers', up to the servicer's frames that hold the request. A frame that still holds the
-error while it passes (a local, or a future that holds it) closes a cycle, and then the request
-and its inputs stay until a full garbage collection, which under a stream of failing large
-requests is tens of MiB. So a frame that raises an error it holds, itself or through a future,
-lets go of it as it raises (the standard library's idiom, `try: raise ... finally: del ...`), and
-log records get the error's message, not the error.
+The hot path, for a request that arrives at an idle instance: `infer` -> `submit` (one lock:
+admit or take the instance) -> `Lead.run` -> `_execute` (assemble, `Runtime.infer`, split,
+report) -> `_finish_batch` (one lock: answer, return the instance, form the next batch).
+
+Everything under `self._lock` is bookkeeping (queues, instances, answers); models run outside.
+Timers (queue delay, queue timeouts, caller deadlines, the execution timeout) come from the
+injected clock, so tests drive them with a ManualClock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from batching import assemble, policy
 from batching.arrivals import ArrivalModel
-from batching.clock import Clock, MonotonicClock, wait_for_event
+from batching.clock import Clock, MonotonicClock, TimerHandle
 from batching.config import BatchingConfig, TimeoutAction
-from batching.idle import IdleInstances
+from batching.errors import (
+    QueueFullError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    SchedulerStoppedError,
+)
 from batching.observer import BatchObserver, BatchReport, NullObserver
 from batching.queue import RequestQueues
 from batching.request import PendingRequest, group_key_of
 from batching.slo import LatencyController
+from batching.waiter import Waiter
 from runtimes.base import Runtime
-from runtimes.errors import (
-    InvalidInputError,
-    ModelExecutionError,
-    QueueFullError,
-    RequestTimeoutError,
-    ShuttingDownError,
-    TensorgateError,
-)
+from runtimes.errors import InvalidInputError, ModelExecutionError, TensorgateError
 
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+Answer = tuple[PendingRequest, Outputs | None, TensorgateError | None]
 
-# The inline cost model's moving average: weights for a sample below and above the estimate,
-# and the most a single sample counts for, as a multiple of the estimate.
-_COST_FALL = 0.5
-_COST_RISE = 0.1
-_COST_OUTLIER_RATIO = 4.0
+
+@dataclass(eq=False, slots=True)
+class Lead:
+    """A batch taken from the queue, with the instance reserved to run it."""
+
+    scheduler: Scheduler
+    instance: Runtime
+    batch: list[PendingRequest]
+    sequence: int
+
+    def run(self) -> None:
+        """Run the batch on the calling thread and answer its requests."""
+        self.scheduler._execute(self)
 
 
 class Scheduler:
@@ -71,17 +85,20 @@ class Scheduler:
         self._instances = tuple(instances)
         self._clock = clock or MonotonicClock()
         self._observer = observer or NullObserver()
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)  # stop() waits on it
         self._queues = RequestQueues(config)
-        self._wakeup = asyncio.Event()
-        self._free = IdleInstances()
-        self._running: set[asyncio.Task[None]] = set()
+        self._idle: deque[Runtime] = deque(instances)
+        self._running = 0  # batches taken and not yet finished
         self._held: set[Runtime] = set()  # instances whose timed-out batch is still running
-        self._executor: ThreadPoolExecutor | None = None
-        self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
         self._next_sequence = 0
-        self._ordered_results: dict[int, list[tuple[PendingRequest, Outputs | BaseException]]] = {}
+        self._ordered: dict[int, list[Answer]] = {}  # preserve_ordering: finished, not released
         self._next_to_release = 0
+        self._flush_at: float | None = None
+        self._flush_timer: TimerHandle | None = None
+        self._arrivals = ArrivalModel()
+        self._arrivals_at_wait: int | None = None  # set while the oldest request waits for company
         self._slo = (
             LatencyController(
                 config.latency_target_p99_us / 1e6, config.max_batch_size, len(self._instances)
@@ -89,34 +106,33 @@ class Scheduler:
             if config.latency_target_p99_us and config.batches
             else None
         )
-        # The cost model for inline compute: seconds per input element (moving average), and
-        # the largest batch measured so far, in input elements.
-        self._compute_s_per_element: float | None = None
-        self._largest_measured_elements = 0
-        self._arrivals = ArrivalModel()
+        # Threads for what no caller's thread can do: batches of stream requests only
+        # (`_leaders`), and runs under an execution timeout, which a caller must be able to
+        # give up on (`_runners`). One per instance each: a batch holds its instance.
+        self._leaders: ThreadPoolExecutor | None = None
+        self._runners: ThreadPoolExecutor | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=len(self._instances), thread_name_prefix=f"infer-{self.model_name}"
-        )
-        for instance in self._instances:
-            self._free.put(instance)
-        self._accepting = True
-        self._loop_task = asyncio.create_task(self._run(), name=f"scheduler-{self.model_name}")
+    def start(self) -> None:
+        with self._lock:
+            self._accepting = True
 
-    async def stop(self) -> None:
-        """Stop taking requests, run every one already queued, then wait for running batches."""
-        self._accepting = False
-        self._wakeup.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        if self._executor is not None:
-            # A hung batch's thread cannot be joined; do not wait for it.
-            self._executor.shutdown(wait=not self._held)
+    def stop(self) -> None:
+        """Stop taking requests, run every one already queued, then wait for running batches
+        (not for one stuck past its execution timeout: its thread cannot be stopped)."""
+        with self._lock:
+            self._accepting = False
+            leads = self._dispatch_locked()
+        self._hand_off(leads)
+        with self._lock:
+            while self._queues.live_requests or self._running:
+                self._drained.wait()
+            pools = (self._leaders, self._runners)
+            self._leaders = self._runners = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=not self._held)
 
     @property
     def queued_requests(self) -> int:
@@ -127,66 +143,107 @@ class Scheduler:
 
     # requests ----------------------------------------------------------------------------------
 
-    async def submit(
+    def infer(
         self,
         inputs: dict[str, np.ndarray],
         output_names: Sequence[str],
         *,
+        waiter: Waiter | None = None,
         priority_level: int = 0,
         timeout_us: int = 0,
         deadline_s: float | None = None,
         trace: object | None = None,
-    ) -> Outputs:
-        """Queue one request and wait for its outputs.
+    ) -> PendingRequest:
+        """Run one request on the calling thread's time: queue it (or run it at once), lead
+        the batch it is handed, and return it answered (`outputs` or `error`).
+
+        Raises (InvalidInputError, QueueFullError, SchedulerStoppedError) only when the request
+        is refused before it is queued.
+        """
+        waiter = waiter or Waiter()
+        request, lead = self.submit(
+            inputs,
+            output_names,
+            waiter=waiter,
+            priority_level=priority_level,
+            timeout_us=timeout_us,
+            deadline_s=deadline_s,
+            trace=trace,
+        )
+        if lead is not None:
+            lead.run()
+        while not request.done:
+            if waiter.leads:
+                waiter.leads.popleft().run()
+                continue
+            waiter.wait()
+            if waiter.cancelled:
+                self.cancel(request)
+        return request
+
+    def submit(
+        self,
+        inputs: dict[str, np.ndarray],
+        output_names: Sequence[str],
+        *,
+        waiter: Waiter,
+        priority_level: int = 0,
+        timeout_us: int = 0,
+        deadline_s: float | None = None,
+        trace: object | None = None,
+    ) -> tuple[PendingRequest, Lead | None]:
+        """Queue one request without waiting for it; `waiter` hears of its answer.
 
         priority_level 0 means the default level; timeout_us 0 means the queue policy's default.
-        deadline_s is the caller's own deadline on this scheduler's clock (a gRPC deadline).
-        trace is handed back, untouched, in the report of the batch the request runs in.
-        Cancelling the awaiting task drops the request if its batch has not started.
+        deadline_s is the caller's own deadline on this scheduler's clock. trace is handed back,
+        untouched, in the report of the batch the request runs in. When the request can run at
+        once, the returned Lead is the batch for the caller to run on its own thread now.
         """
-        if not self._accepting:
-            raise ShuttingDownError(f"model '{self.model_name}' is shutting down")
-        request = self._make_request(inputs, output_names, priority_level, timeout_us, deadline_s)
+        request = self._make_request(
+            inputs, output_names, waiter, priority_level, timeout_us, deadline_s
+        )
         request.trace = trace
-        if self._slo is not None and self._slo.would_miss(self._queues.live_rows, request.rows):
-            raise QueueFullError(
-                f"model '{self.model_name}' cannot answer within its latency target of "
-                f"{self.config.latency_target_p99_us}us with the requests already queued; "
-                "retry later"
-            )
-        elements = _elements(inputs)
-        if self._runs_directly(request, elements):
-            self._arrivals.arrived(request.enqueued_s, others_queued=False)
-            sequence = self._take_sequence()
-            result = self._execute_inline(self._free.first(), request, elements)
-            if self._answer_now(sequence):
-                if isinstance(result, BaseException):
-                    try:
-                        raise result
-                    finally:
-                        del result  # see "Reference cycles" in the module docstring
-                return result
-            self._release(sequence, [(request, result)])  # after an earlier batch's answers
-            del result  # an error also set on the future this frame awaits: no cycle
-        else:
+        mine: Lead | None = None
+        with self._lock:
+            if not self._accepting:
+                raise SchedulerStoppedError(f"model '{self.model_name}' is shutting down")
+            if self._slo is not None and self._slo.would_miss(self._queues.live_rows, request.rows):
+                raise QueueFullError(
+                    f"model '{self.model_name}' cannot answer within its latency target of "
+                    f"{self.config.latency_target_p99_us}us with the requests already queued; "
+                    "retry later"
+                )
+            if self._goes_at_once(request):
+                self._arrivals.arrived(request.enqueued_s, others_queued=False)
+                return request, self._lead_locked([request])
             if self.config.batches:
                 request.group_key = group_key_of(inputs, self.config.padded_inputs)
             others_queued = self._queues.live_requests > 0
             self._queues.admit(request)
             self._arrivals.arrived(request.enqueued_s, others_queued)
-            self._arm_timers(request)
-            self._wakeup.set()
-        try:
-            return await request.future
-        finally:
-            # Answered while still queued (cancelled, expired): stop counting it.
-            self._queues.discard(request)
-            del request  # its future holds the error this frame may raise: no cycle
+            leads = self._dispatch_locked()
+            for lead in leads:
+                if mine is None and request in lead.batch:
+                    mine = lead
+            if request.queued:
+                self._arm_timers_locked(request)
+        self._hand_off([lead for lead in leads if lead is not mine])
+        return request, mine
+
+    def cancel(self, request: PendingRequest) -> None:
+        """The caller went away: drop the request if it is still queued (a running batch
+        finishes; its answer is then not read)."""
+        with self._lock:
+            if request.queued:
+                self._queues.discard(request)
+                request.finish(None, RequestCancelledError("the caller cancelled the request"))
+                self._drained.notify_all()
 
     def _make_request(
         self,
         inputs: dict[str, np.ndarray],
         output_names: Sequence[str],
+        waiter: Waiter,
         priority_level: int,
         timeout_us: int,
         deadline_s: float | None,
@@ -225,127 +282,125 @@ class Scheduler:
             rows=rows,
             priority_level=level,
             enqueued_s=now,
-            future=asyncio.get_running_loop().create_future(),
+            waiter=waiter,
             reject_at_s=reject_at,
             delay_at_s=delay_at,
         )
 
-    def _arm_timers(self, request: PendingRequest) -> None:
-        timers = []
-        if request.reject_at_s is not None:
-            timers.append(self._clock.call_at(request.reject_at_s, lambda: self._expire(request)))
-        if request.delay_at_s is not None:
-            delay_at = request.delay_at_s
-            timers.append(self._clock.call_at(delay_at, lambda: self._queues.delay(request)))
-        if timers:
-            request.future.add_done_callback(lambda _: [timer.cancel() for timer in timers])
-
-    def _expire(self, request: PendingRequest) -> None:
-        if request.queued and request.live:
-            request.future.set_exception(
-                RequestTimeoutError(
-                    f"request timed out after waiting in the queue of model '{self.model_name}'"
-                )
-            )
-
-    # the loop ----------------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while await self._wait_for_work():
-            instance = await self._free.take()
-            batch = await self._next_batch()
-            if batch is None:
-                self._free.put(instance)
-                return
-            if len(self._instances) == 1:
-                # Nothing could run beside it: no task needed (the next batch waits for this
-                # instance either way).
-                await self._execute(instance, batch, self._take_sequence())
-            else:
-                task = asyncio.create_task(self._execute(instance, batch, self._take_sequence()))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-            del batch  # waiting for the next, the loop keeps no answered request's inputs alive
-
-    async def _wait_for_work(self) -> bool:
-        """Wait until a request is queued; False once stopped with nothing queued."""
-        while True:
-            self._wakeup.clear()
-            if self._queues.oldest() is not None:
-                return True
-            if not self._accepting:
-                return False
-            await self._wakeup.wait()
-
-    def _take_sequence(self) -> int:
-        sequence = self._next_sequence
-        self._next_sequence += 1
-        return sequence
-
-    def _runs_directly(self, request: PendingRequest, elements: int) -> bool:
-        """Whether `request` can run right now in its caller's task: nothing queued, an idle
-        instance, no reason to wait for others, and a batch cheap enough to run inline. This
-        skips the hand-offs to the scheduler task, which cost more than a tiny model."""
-        if (
-            self._slo is not None
-            or self._queues.live_requests
-            or not self._free
-            or not self._inline_is_cheap(elements)
-            or (request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s)
-        ):
+    def _goes_at_once(self, request: PendingRequest) -> bool:
+        """Whether `request` may skip the queue: an idle instance, nothing queued, no reason to
+        wait for company, and no latency controller that needs to see the queue."""
+        if self._slo is not None or self._queues.live_requests or not self._idle:
             return False
-        if not self.config.combines_requests or not self.config.max_queue_delay_us:
-            return True  # nothing to wait for
+        if request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s:
+            return False  # already past its deadline: the queue answers it
+        config = self.config
+        if not config.combines_requests or not config.max_queue_delay_us:
+            return True
         flush_at = policy.next_flush_s(
             oldest_enqueued_s=request.enqueued_s,
             queued_rows=request.rows,
-            max_batch_size=self.config.max_batch_size,
-            preferred_batch_sizes=self.config.preferred_batch_sizes,
-            max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
+            max_batch_size=config.max_batch_size,
+            preferred_batch_sizes=config.preferred_batch_sizes,
+            max_queue_delay_s=config.max_queue_delay_us / 1e6,
             now_s=request.enqueued_s,
             expected_arrival_gap_s=self._arrivals.expected_gap_s(),
         )
         return flush_at <= request.enqueued_s
 
-    async def _next_batch(self) -> list[PendingRequest] | None:
-        """Wait until the policy says a batch should go; None once stopped with nothing queued."""
+    # timers ------------------------------------------------------------------------------------
+
+    def _arm_timers_locked(self, request: PendingRequest) -> None:
+        clock = self._clock
+        if request.reject_at_s is not None:
+            request.timers.append(clock.call_at(request.reject_at_s, lambda: self._expire(request)))
+        if request.delay_at_s is not None:
+            request.timers.append(clock.call_at(request.delay_at_s, lambda: self._delay(request)))
+
+    def _expire(self, request: PendingRequest) -> None:
+        with self._lock:
+            if request.queued:
+                self._queues.discard(request)
+                request.finish(
+                    None,
+                    RequestTimeoutError(
+                        f"request timed out after waiting in the queue of model '{self.model_name}'"
+                    ),
+                )
+                self._drained.notify_all()
+
+    def _delay(self, request: PendingRequest) -> None:
+        with self._lock:
+            self._queues.delay(request)
+
+    def _arm_flush_locked(self, flush_at: float) -> None:
+        if self._flush_at is not None and self._flush_at <= flush_at:
+            return
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush_at = flush_at
+        self._flush_timer = self._clock.call_at(flush_at, self._on_flush_timer)
+
+    def _on_flush_timer(self) -> None:
+        with self._lock:
+            self._flush_at = self._flush_timer = None
+            leads = self._dispatch_locked()
+        self._hand_off(leads)
+
+    # forming batches ---------------------------------------------------------------------------
+
+    def _dispatch_locked(self) -> list[Lead]:
+        """Take batches while an instance is idle and the policy says go; when it says wait,
+        set the timer that comes back at the time it named."""
+        leads: list[Lead] = []
         config = self.config
-        arrivals_when_waiting: int | None = None  # set once this batch has waited for company
-        while True:
-            self._wakeup.clear()
+        while self._idle:
             first = self._queues.oldest()
             if first is None:
-                if not self._accepting:
-                    return None
-                await self._wakeup.wait()
-                continue
+                break
+            now = self._clock.now()
             if not config.combines_requests:
-                return self._queues.take(first, max_rows=first.rows)
-            max_batch_size, max_queue_delay_s = self._limits()
-            flush_at = policy.next_flush_s(
-                oldest_enqueued_s=first.enqueued_s,
-                queued_rows=self._queues.live_rows,
-                max_batch_size=max_batch_size,
-                preferred_batch_sizes=config.preferred_batch_sizes,
-                max_queue_delay_s=max_queue_delay_s,
-                now_s=self._clock.now(),
-                expected_arrival_gap_s=self._arrivals.expected_gap_s(),
-            )
-            if flush_at <= self._clock.now() or not self._accepting:
+                batch = self._queues.take(first, max_rows=first.rows)
+            else:
+                max_batch_size, max_queue_delay_s = self._limits()
+                flush_at = policy.next_flush_s(
+                    oldest_enqueued_s=first.enqueued_s,
+                    queued_rows=self._queues.live_rows,
+                    max_batch_size=max_batch_size,
+                    preferred_batch_sizes=config.preferred_batch_sizes,
+                    max_queue_delay_s=max_queue_delay_s,
+                    now_s=now,
+                    expected_arrival_gap_s=self._arrivals.expected_gap_s(),
+                )
+                if flush_at > now and self._accepting:
+                    if self._arrivals_at_wait is None:
+                        self._arrivals_at_wait = self._arrivals.arrivals
+                    self._arm_flush_locked(flush_at)
+                    break
                 target = policy.batch_rows_target(
                     queued_rows=self._queues.live_rows,
                     max_batch_size=max_batch_size,
                     preferred_batch_sizes=config.preferred_batch_sizes,
                 )
                 batch = self._queues.take(first, max_rows=max(target, first.rows))
-                if arrivals_when_waiting is not None:
-                    self._arrivals.wait_ended(
-                        gathered=len(batch) > 1 or self._arrivals.arrivals != arrivals_when_waiting
-                    )
-                return batch
-            if arrivals_when_waiting is None:
-                arrivals_when_waiting = self._arrivals.arrivals
-            await wait_for_event(self._clock, self._wakeup, flush_at)
+                if self._arrivals_at_wait is not None:
+                    gathered = len(batch) > 1 or self._arrivals.arrivals != self._arrivals_at_wait
+                    self._arrivals.wait_ended(gathered=gathered)
+                    self._arrivals_at_wait = None
+            batch = self._drop_late(batch, now)
+            if batch:
+                leads.append(self._lead_locked(batch))
+        return leads
+
+    def _lead_locked(self, batch: list[PendingRequest]) -> Lead:
+        for request in batch:
+            for timer in request.timers:
+                timer.cancel()
+            request.timers = []
+        self._running += 1
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return Lead(self, self._idle.popleft(), batch, sequence)
 
     def _limits(self) -> tuple[int, float]:
         """Batch size and queue delay in force: the config's, or the SLO controller's."""
@@ -353,116 +408,232 @@ class Scheduler:
             return self._slo.batch_limit, self._slo.max_queue_delay_s()
         return self.config.max_batch_size, self.config.max_queue_delay_us / 1e6
 
-    def _still_wanted(self, batch: list[PendingRequest], now_s: float) -> list[PendingRequest]:
-        """Drop requests cancelled since they were taken; in SLO mode, answer those that
-        already missed the target instead of running them."""
-        batch = [request for request in batch if request.live]
-        if self._slo is None:
-            return batch
+    def _drop_late(self, batch: list[PendingRequest], now_s: float) -> list[PendingRequest]:
+        """Answer the requests already past their deadline (and, in latency-SLO mode, past the
+        target) instead of running them."""
         keep = []
         for request in batch:
-            if now_s - request.enqueued_s > self._slo.target_s:
-                request.future.set_exception(
+            if request.reject_at_s is not None and request.reject_at_s <= now_s:
+                request.finish(
+                    None,
+                    RequestTimeoutError(
+                        f"request timed out after waiting in the queue of model '{self.model_name}'"
+                    ),
+                )
+            elif self._slo is not None and now_s - request.enqueued_s > self._slo.target_s:
+                request.finish(
+                    None,
                     QueueFullError(
                         f"model '{self.model_name}' shed the request: it waited past the "
                         f"latency target of {self.config.latency_target_p99_us}us"
-                    )
+                    ),
                 )
             else:
                 keep.append(request)
         return keep
 
-    async def _execute(self, instance: Runtime, batch: list[PendingRequest], sequence: int) -> None:
+    def _hand_off(self, leads: list[Lead]) -> None:
+        """Give each batch to the thread of a caller waiting for it; a batch of stream requests
+        only goes to a helper thread."""
+        for lead in leads:
+            for request in lead.batch:
+                if request.waiter.can_lead:
+                    request.waiter.give(lead)
+                    break
+            else:
+                self._pool("_leaders").submit(lead.run)
+
+    def _pool(self, name: str) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = getattr(self, name)
+            if pool is None:
+                pool = ThreadPoolExecutor(
+                    max_workers=len(self._instances),
+                    thread_name_prefix=f"{name.strip('_')}-{self.model_name}",
+                )
+                setattr(self, name, pool)
+            return pool
+
+    # running batches ---------------------------------------------------------------------------
+
+    def _execute(self, lead: Lead) -> None:
         clock = self._clock
-        started = clock.now()
-        batch = self._still_wanted(batch, started)
-        if not batch:
-            self._free.put(instance)
-            self._release(sequence, [])
-            return
+        batch, instance = lead.batch, lead.instance
         rows = sum(request.rows for request in batch)
+        started = clock.now()
         assemble_s = infer_s = split_s = 0.0
-        results: list[Outputs | BaseException]
+        results: list[Outputs | TensorgateError]
         try:
             inputs = assemble.concatenate(batch, self.config.padded_inputs, self.config.pad_value)
             output_names = _union_in_order(batch)
             assembled = clock.now()
             assemble_s = assembled - started
             try:
-                outputs = await self._compute(instance, inputs, output_names, rows)
-            except RuntimeFailure as failure:
-                results = await self._isolate_failure(instance, batch, failure)
+                outputs = self._compute(instance, inputs, output_names)
+            except _RuntimeFailure as failure:
+                results = self._isolate_failure(instance, batch, failure)
             else:
                 inferred = clock.now()
                 infer_s = inferred - assembled
                 results = self._split(outputs, batch, rows)
                 split_s = clock.now() - inferred
-        except Exception as error:
-            results = [self._batch_error(error, rows)] * len(batch)
-        finally:
-            if instance not in self._held:
-                self._free.put(instance)
-        self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
-        self._release(sequence, list(zip(batch, results, strict=True)))
-
-    def _execute_inline(
-        self, instance: Runtime, request: PendingRequest, elements: int
-    ) -> Outputs | BaseException:
-        """The direct path: one request that came to an idle instance with nothing queued, run
-        on the event loop now (its cost is known to be small), without the batch machinery. The
-        instance stays among the idle ones: nothing else runs on the loop until this returns."""
-        result: Outputs | BaseException
-        infer_s = 0.0
+        except TensorgateError as error:  # a broken row contract, an execution timeout
+            log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
+            results = [error.with_traceback(None)] * len(batch)  # no frames kept alive
+        except Exception:  # a bug: the log has it; clients get a generic error
+            log.error("model '%s': batch of %d rows failed", self.model_name, rows, exc_info=True)
+            results = [_generic_failure(self.model_name)] * len(batch)
         try:
-            outputs, infer_s = _timed_infer(
-                self._clock, instance, request.inputs, list(request.output_names)
+            self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
+        except Exception:  # an observer's bug must not leave the callers waiting
+            log.exception("model '%s': reporting a batch failed", self.model_name)
+        answers: list[Answer] = [
+            (request, None, result)
+            if isinstance(result, TensorgateError)
+            else (request, result, None)
+            for request, result in zip(batch, results, strict=True)
+        ]
+        self._finish_batch(lead, answers)
+
+    def _finish_batch(self, lead: Lead, answers: list[Answer]) -> None:
+        with self._lock:
+            self._release_locked(lead.sequence, answers)
+            if lead.instance not in self._held:
+                self._idle.append(lead.instance)
+            self._running -= 1
+            leads = self._dispatch_locked()
+            if not self._accepting:
+                self._drained.notify_all()
+        self._hand_off(leads)
+
+    def _release_locked(self, sequence: int, answers: list[Answer]) -> None:
+        """Answer the requests; with preserve_ordering, only after every earlier batch's."""
+        if not self.config.preserve_ordering:
+            for request, outputs, error in answers:
+                request.finish(outputs, error)
+            return
+        self._ordered[sequence] = answers
+        while self._next_to_release in self._ordered:
+            for request, outputs, error in self._ordered.pop(self._next_to_release):
+                request.finish(outputs, error)
+            self._next_to_release += 1
+
+    def _compute(
+        self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
+    ) -> Outputs:
+        """Run the runtime on this thread; under an execution timeout, on a helper thread that
+        this one gives up on when the time runs out (the instance stays out of service until
+        the run returns: a thread cannot be stopped)."""
+        timeout_us = self.config.execution_timeout_us
+        if not timeout_us:
+            return _run_runtime(instance, inputs, output_names)
+        work = self._run_with_timeout(instance, inputs, output_names, timeout_us / 1e6)
+        if not work.done():
+            with self._lock:
+                self._held.add(instance)
+            work.add_done_callback(lambda _: self._return_held(instance))
+            log.error(
+                "model '%s': a batch ran past the execution timeout of %d us; its instance is "
+                "out of service until it returns",
+                self.model_name,
+                timeout_us,
             )
-            self._learn_cost(elements, infer_s)
-            result = self._split(outputs, [request], request.rows)[0]
-        except RuntimeFailure as failure:
-            result = self._client_error(failure)
-        except Exception as error:
-            result = self._batch_error(error, request.rows)
-        # It started as it arrived and never queued; there is no latency controller here.
-        started = request.enqueued_s
-        self._observer.batch_completed(
-            BatchReport(
-                request.rows,
-                (0.0,),
-                0.0,
-                infer_s,
-                0.0,
-                not isinstance(result, BaseException),
-                started_s=started,
-                finished_s=started + infer_s,
-                traces=(request.trace,),
+            raise ModelExecutionError(
+                f"model '{self.model_name}' did not finish the batch within its execution "
+                f"timeout of {timeout_us} us"
+            )
+        return work.result()
+
+    def _run_with_timeout(
+        self,
+        instance: Runtime,
+        inputs: dict[str, np.ndarray],
+        output_names: list[str],
+        timeout_s: float,
+    ) -> Future[Outputs]:
+        """Start the run on a runner thread and wait until it is done or the time is up."""
+        waiter = Waiter()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            waiter.notify()
+
+        timer = self._clock.call_at(self._clock.now() + timeout_s, expire)  # before the run
+        work = self._pool("_runners").submit(_run_runtime, instance, inputs, output_names)
+        work.add_done_callback(lambda _: waiter.notify())
+        try:
+            while not work.done() and not expired.is_set():
+                waiter.wait()
+        finally:
+            timer.cancel()
+        return work
+
+    def _return_held(self, instance: Runtime) -> None:
+        log.warning("model '%s': a timed-out batch has returned; instance back", self.model_name)
+        with self._lock:
+            self._held.discard(instance)
+            self._idle.append(instance)
+            leads = self._dispatch_locked()
+        self._hand_off(leads)
+
+    def _split(
+        self, outputs: Outputs, batch: list[PendingRequest], rows: int
+    ) -> list[Outputs | TensorgateError]:
+        if not self.config.batches:
+            return [outputs]
+        return list(
+            assemble.split(
+                outputs,
+                batch,
+                model_name=self.model_name,
+                batch_rows=rows,
+                padded_inputs=self.config.padded_inputs,
+                sliced_outputs=self.config.sliced_outputs,
             )
         )
-        return result
 
-    def _answer_now(self, sequence: int) -> bool:
-        """Whether the inline result of batch `sequence` may go straight back to its caller:
-        always, unless preserve_ordering holds it behind an earlier batch's answers."""
-        if not self.config.preserve_ordering:
-            return True
-        if self._next_to_release != sequence:
-            return False
-        self._next_to_release += 1
-        return True
+    def _isolate_failure(
+        self, instance: Runtime, batch: list[PendingRequest], failure: _RuntimeFailure
+    ) -> list[Outputs | TensorgateError]:
+        """The runtime failed a batch: if it held several requests, run each alone, so that
+        one request's bad data fails that request only (and no other client sees its error)."""
+        if len(batch) == 1:
+            return [self._client_error(failure)]
+        log.warning(
+            "model '%s': a batch of %d requests failed (%s); running them one by one",
+            self.model_name,
+            len(batch),
+            failure.message,
+        )
+        results: list[Outputs | TensorgateError] = []
+        for request in batch:
+            try:
+                outputs = self._compute(instance, request.inputs, list(request.output_names))
+                results.extend(self._split(outputs, [request], request.rows))
+            except _RuntimeFailure as alone:
+                results.append(self._client_error(alone))
+            except TensorgateError as error:
+                results.append(error.with_traceback(None))
+        return results
 
-    def _batch_error(self, error: Exception, rows: int) -> TensorgateError:
-        """What every request of a batch gets when the batch broke outside the runtime call
-        (a broken row contract, a bug): a TensorgateError as it is, anything else generic."""
-        if isinstance(error, TensorgateError):
-            log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
-            return error
-        log.error("model '%s': batch of %d rows failed", self.model_name, rows, exc_info=error)
-        return ModelExecutionError(f"model '{self.model_name}' failed to run the request")
+    def _client_error(self, failure: _RuntimeFailure) -> TensorgateError:
+        """What a client is told about a runtime failure: a generic message of the right kind;
+        the runtime's own words (node names, values) go to the log only."""
+        log.error("model '%s': the runtime failed a request: %s", self.model_name, failure.message)
+        if failure.invalid_input:
+            return InvalidInputError(
+                f"model '{self.model_name}' rejected the request's input values; the server "
+                "log has the runtime's message"
+            )
+        return ModelExecutionError(
+            f"model '{self.model_name}' failed to run the request; the server log has the details"
+        )
 
     def _report(
         self,
         batch: list[PendingRequest],
-        results: list[Outputs | BaseException],
+        results: list[Outputs | TensorgateError],
         rows: int,
         started: float,
         assemble_s: float,
@@ -470,7 +641,7 @@ class Scheduler:
         split_s: float,
     ) -> None:
         queue_s = tuple(started - request.enqueued_s for request in batch)
-        succeeded = not any(isinstance(result, BaseException) for result in results)
+        succeeded = not any(isinstance(result, TensorgateError) for result in results)
         if self._slo is not None and succeeded:
             self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
         self._observer.batch_completed(
@@ -487,189 +658,31 @@ class Scheduler:
             )
         )
 
-    def _split(
-        self, outputs: Outputs, batch: list[PendingRequest], rows: int
-    ) -> list[Outputs | BaseException]:
-        if not self.config.batches:
-            return [outputs]
-        return list(
-            assemble.split(
-                outputs,
-                batch,
-                model_name=self.model_name,
-                batch_rows=rows,
-                padded_inputs=self.config.padded_inputs,
-                sliced_outputs=self.config.sliced_outputs,
-            )
-        )
 
-    async def _isolate_failure(
-        self, instance: Runtime, batch: list[PendingRequest], failure: RuntimeFailure
-    ) -> list[Outputs | BaseException]:
-        """The runtime failed a batch: if it held several requests, run each alone, so that
-        one request's bad data fails that request only (and no other client sees its error)."""
-        if len(batch) == 1:
-            return [self._client_error(failure)]
-        log.warning(
-            "model '%s': a batch of %d requests failed (%s); running them one by one",
-            self.model_name,
-            len(batch),
-            str(failure.cause),  # a record keeps its arguments: not the error and its frames
-        )
-        results: list[Outputs | BaseException] = []
-        for request in batch:
-            try:
-                outputs = await self._compute(
-                    instance, request.inputs, list(request.output_names), request.rows
-                )
-                results.extend(self._split(outputs, [request], request.rows))
-            except RuntimeFailure as alone:
-                results.append(self._client_error(alone))
-            except TensorgateError as error:
-                results.append(error)
-        return results
+class _RuntimeFailure(Exception):
+    """The runtime raised while running a batch (as opposed to a broken contract): only its
+    message and kind are kept, not the error and its frames."""
 
-    def _client_error(self, failure: RuntimeFailure) -> TensorgateError:
-        """What a client is told about a runtime failure: a generic message of the right kind;
-        the runtime's own words (node names, values) go to the log only."""
-        message = str(failure.cause)  # a record keeps its arguments: not the error and its frames
-        log.error("model '%s': the runtime failed a request: %s", self.model_name, message)
-        if isinstance(failure.cause, InvalidInputError):
-            return InvalidInputError(
-                f"model '{self.model_name}' rejected the request's input values; the server "
-                "log has the runtime's message"
-            )
-        return ModelExecutionError(
-            f"model '{self.model_name}' failed to run the request; the server log has the details"
-        )
-
-    async def _compute(
-        self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str], rows: int
-    ) -> Outputs:
-        """Run the runtime inline when the batch is expected to be cheaper than a thread
-        hand-off, else on a worker thread; either way learn its cost."""
-        elements = _elements(inputs)
-        if self._inline_is_cheap(elements):
-            outputs, seconds = _timed_infer(self._clock, instance, inputs, output_names)
-        else:
-            outputs, seconds = await self._compute_on_thread(instance, inputs, output_names)
-        self._learn_cost(elements, seconds)
-        return outputs
-
-    def _inline_is_cheap(self, elements: int) -> bool:
-        """Whether a batch of this many input elements may run on the event loop: its predicted
-        time is under the threshold, and it is at most twice the size of a batch already
-        measured (a prediction is not stretched far beyond what was seen)."""
-        per_element = self._compute_s_per_element
-        return (
-            per_element is not None
-            and elements <= 2 * self._largest_measured_elements
-            and per_element * elements < self.config.inline_compute_threshold_us / 1e6
-        )
-
-    def _learn_cost(self, elements: int, seconds: float) -> None:
-        """Fold one measured run into the per-element cost. A run stretched by preemption or by
-        a wait for the GIL says little about the model, so a sample counts for at most 4x the
-        estimate and rises are weighted lightly (one sample raises it by at most 30%); faster
-        samples pull it down quickly."""
-        sample = seconds / max(1, elements)
-        previous = self._compute_s_per_element
-        if previous is None:
-            self._compute_s_per_element = sample
-        elif sample < previous:
-            self._compute_s_per_element = previous + _COST_FALL * (sample - previous)
-        else:
-            sample = min(sample, _COST_OUTLIER_RATIO * previous)
-            self._compute_s_per_element = previous + _COST_RISE * (sample - previous)
-        self._largest_measured_elements = max(self._largest_measured_elements, elements)
-
-    async def _compute_on_thread(
-        self, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
-    ) -> tuple[Outputs, float]:
-        """Run on a worker thread, giving up after the execution timeout: the batch's requests
-        are then answered, and the instance stays out of service until its thread returns
-        (a thread cannot be stopped), so a hung model fails only its own requests."""
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(
-            self._executor, _timed_infer, self._clock, instance, inputs, output_names
-        )
-        timeout_s = self.config.execution_timeout_us / 1e6
-        if timeout_s and not await self._finishes_within(work, timeout_s):
-            self._held.add(instance)
-            work.add_done_callback(lambda _: self._return_held(instance))
-            log.error(
-                "model '%s': a batch ran past the execution timeout of %d us; its instance is "
-                "out of service until it returns",
-                self.model_name,
-                self.config.execution_timeout_us,
-            )
-            raise ModelExecutionError(
-                f"model '{self.model_name}' did not finish the batch within its execution "
-                f"timeout of {self.config.execution_timeout_us} us"
-            )
-        try:
-            return await work  # its outputs, or the runtime's error
-        finally:
-            del work  # see "Reference cycles" in the module docstring
-
-    async def _finishes_within(self, work: asyncio.Future, timeout_s: float) -> bool:
-        """Whether the worker thread's work is done (or failed) before the execution timeout."""
-        expired = asyncio.get_running_loop().create_future()
-        timer = self._clock.call_at(
-            self._clock.now() + timeout_s, lambda: expired.done() or expired.set_result(None)
-        )
-        try:
-            await asyncio.wait((work, expired), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-        return work.done()
-
-    def _return_held(self, instance: Runtime) -> None:
-        self._held.discard(instance)
-        log.warning("model '%s': a timed-out batch has returned; instance back", self.model_name)
-        self._free.put(instance)
-
-    def _release(
-        self, sequence: int, answers: list[tuple[PendingRequest, Outputs | BaseException]]
-    ) -> None:
-        """Resolve futures; with preserve_ordering, only after every earlier batch's."""
-        if not self.config.preserve_ordering:
-            _resolve(answers)
-            return
-        self._ordered_results[sequence] = answers
-        while self._next_to_release in self._ordered_results:
-            _resolve(self._ordered_results.pop(self._next_to_release))
-            self._next_to_release += 1
+    def __init__(self, message: str, invalid_input: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.invalid_input = invalid_input
 
 
-class RuntimeFailure(Exception):
-    """The runtime itself raised while running a batch (as opposed to a broken contract or a
-    timeout); `cause` is what it raised."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _timed_infer(
-    clock: Clock, instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
-) -> tuple[Outputs, float]:
-    started = clock.now()
+def _run_runtime(
+    instance: Runtime, inputs: dict[str, np.ndarray], output_names: list[str]
+) -> Outputs:
     try:
-        outputs = instance.infer(inputs, output_names)
+        return instance.infer(inputs, output_names)
     except Exception as error:
-        raise RuntimeFailure(error) from error
-    return outputs, clock.now() - started
+        message, invalid_input = str(error), isinstance(error, InvalidInputError)
+    # Raised here, outside the except block and from no local, so that no frame holds the
+    # error its own traceback holds (a cycle that would keep the batch's inputs alive).
+    raise _RuntimeFailure(message, invalid_input)
 
 
-def _resolve(answers: list[tuple[PendingRequest, Outputs | BaseException]]) -> None:
-    for request, result in answers:
-        if request.future.done():
-            continue
-        if isinstance(result, BaseException):
-            request.future.set_exception(result)
-        else:
-            request.future.set_result(result)
+def _generic_failure(model_name: str) -> ModelExecutionError:
+    return ModelExecutionError(f"model '{model_name}' failed to run the request")
 
 
 def _check_padded_shapes_agree(inputs: dict[str, np.ndarray], padded: frozenset[str]) -> None:
@@ -677,11 +690,6 @@ def _check_padded_shapes_agree(inputs: dict[str, np.ndarray], padded: frozenset[
     if len(set(shapes.values())) > 1:
         described = ", ".join(f"'{name}' {list(shape)}" for name, shape in shapes.items())
         raise InvalidInputError(f"inputs padded together must have the same shape, got {described}")
-
-
-def _elements(inputs: dict[str, np.ndarray]) -> int:
-    """A batch's size for the cost model: the elements of all its inputs."""
-    return sum(array.size for array in inputs.values())
 
 
 def _union_in_order(batch: Sequence[PendingRequest]) -> list[str]:

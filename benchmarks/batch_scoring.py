@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.batch_scoring import BatchJob, _chunk_rows, load_model, score
+from server.offline.batch_scoring import BatchJob, _chunk_rows, load_model, score
 from server.settings import ServerSettings
 
 REPOSITORY = ServerSettings().model_repository

@@ -1,8 +1,10 @@
-"""The one error tree every layer raises.
+"""The neutral error base every layer raises, and the errors of the runtime layer.
 
-It lives in the bottom layer so runtimes and the batcher can raise errors without knowing gRPC.
-Each class names a canonical status (ErrorKind); server/status.py turns that into a gRPC code in
-one place. The message of a TensorgateError is written for the client and is safe to send.
+It lives in the bottom layer so that runtimes and the batcher can raise errors without knowing
+any transport. Each class names a canonical status (ErrorKind); a front end turns that into its
+own code (a gRPC status, an HTTP status) in one place. The message of a TensorgateError is
+written for the client and is safe to send. Errors of the layers above live with them:
+batching/errors.py (queueing) and server/dataplane/errors.py (the server's meanings).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = enum.auto()
     DEADLINE_EXCEEDED = enum.auto()
     CANCELLED = enum.auto()
+    UNAUTHENTICATED = enum.auto()
+    PERMISSION_DENIED = enum.auto()
     INTERNAL = enum.auto()
 
 
@@ -32,16 +36,29 @@ class TensorgateError(Exception):
 
 
 class InvalidInputError(TensorgateError):
+    """The request's data cannot be run: names, datatypes, shapes or values."""
+
     kind = ErrorKind.INVALID_ARGUMENT
 
 
+class ModelLoadError(TensorgateError):
+    """A model could not be loaded; the message says why (shown in repository index)."""
+
+    kind = ErrorKind.INTERNAL
+
+
+class ModelExecutionError(TensorgateError):
+    """The runtime failed or broke its contract while running a batch."""
+
+    kind = ErrorKind.INTERNAL
+
+
+# TEMPORARY (moving to batching/errors.py and server/dataplane/errors.py in this change).
 class ModelNotFoundError(TensorgateError):
     kind = ErrorKind.NOT_FOUND
 
 
 class RegionNotFoundError(TensorgateError):
-    """A request or call names a shared memory region that is not registered."""
-
     kind = ErrorKind.NOT_FOUND
 
 
@@ -62,15 +79,10 @@ class UnsupportedError(TensorgateError):
 
 
 class NotAllowedError(TensorgateError):
-    """The request is valid but the server's mode does not allow it (e.g. repository control
-    without --model-control-mode explicit)."""
-
     kind = ErrorKind.FAILED_PRECONDITION
 
 
 class CapacityError(TensorgateError):
-    """A server-wide capacity limit is reached (e.g. concurrent streams); retry later."""
-
     kind = ErrorKind.RESOURCE_EXHAUSTED
 
 
@@ -84,15 +96,3 @@ class RequestTimeoutError(TensorgateError):
 
 class RequestCancelledError(TensorgateError):
     kind = ErrorKind.CANCELLED
-
-
-class ModelLoadError(TensorgateError):
-    """A model could not be loaded; the message says why (shown in repository index)."""
-
-    kind = ErrorKind.INTERNAL
-
-
-class ModelExecutionError(TensorgateError):
-    """The runtime failed or broke its contract while running a batch."""
-
-    kind = ErrorKind.INTERNAL

@@ -20,19 +20,19 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from runtimes.errors import TensorgateError
 from server._proto import grpc_service_pb2 as pb
-from server.audit import AuditLog
-from server.codec import RequestLimits
-from server.loader import LoadOptions
-from server.manager import ModelManager
-from server.metrics import ModelRow, ModelStateCollector, ServerMetrics
-from server.registration import add_inference_service
-from server.registry import ModelRegistry
-from server.security import AuthInterceptor, CertificateFiles, TokenStore
-from server.servicer import InferenceServicer, ServerState
+from server.dataplane.shared_memory import SharedMemoryRegistry
+from server.grpc_api.codec import RequestLimits
+from server.grpc_api.registration import add_inference_service
+from server.grpc_api.servicer import InferenceServicer, ServerState
+from server.models.loader import LoadOptions
+from server.models.manager import ModelManager
+from server.models.registry import ModelRegistry
+from server.models.watcher import RepositoryWatcher
+from server.observability.metrics import ModelRow, ModelStateCollector, ServerMetrics
+from server.observability.tracing import Tracing
+from server.security.audit import AuditLog
+from server.security.tokens import AuthInterceptor, CertificateFiles, TokenStore
 from server.settings import ServerSettings
-from server.shared_memory import SharedMemoryRegistry
-from server.tracing import Tracing
-from server.watcher import RepositoryWatcher
 
 log = logging.getLogger(__name__)
 

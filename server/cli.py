@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from runtimes.errors import TensorgateError
-    from server.profiling import DEFAULT_PROFILE_NAME, build_profile
+    from server.offline.profiling import DEFAULT_PROFILE_NAME, build_profile
 
     repository = args.model_repository or Path(
         os.environ.get("TENSORGATE_MODEL_REPOSITORY", ServerSettings().model_repository)
@@ -371,7 +371,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     from runtimes.errors import TensorgateError
-    from server.batch_scoring import BatchJob, score
+    from server.offline.batch_scoring import BatchJob, score
 
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     repository = args.model_repository or Path(
@@ -414,7 +414,7 @@ def _configure_logging(settings: ServerSettings) -> None:
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         return
-    from server.tracing import TraceIdFilter
+    from server.observability.tracing import TraceIdFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(TraceIdFilter())

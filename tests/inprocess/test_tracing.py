@@ -133,7 +133,7 @@ def test_log_records_carry_the_trace_id_of_the_current_span() -> None:
 
     from opentelemetry.sdk.trace import TracerProvider
 
-    from server.tracing import TraceIdFilter
+    from server.observability.tracing import TraceIdFilter
 
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "message", None, None)
     TraceIdFilter().filter(record)

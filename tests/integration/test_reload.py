@@ -47,7 +47,7 @@ LATEST_ONE = "version_policy: { latest { num_versions: 1 } }"
 
 def loaded_line(model: str, version: int) -> str:
     """The loader's line for a successful load ("unloaded model ..." does not match)."""
-    return rf"server\.loader: loaded model '{model}' version {version}\b"
+    return rf"server\.models\.loader: loaded model '{model}' version {version}\b"
 
 
 def unloaded_line(model: str, version: int) -> str:

@@ -1,12 +1,14 @@
-"""A fake Runtime for scheduler tests: records calls and can be held until the test says go.
+"""A fake Runtime for scheduler tests: records each call, and can hold it until the test says go.
 
-infer runs on the scheduler's worker thread; it reports each call to the event loop through an
-asyncio.Queue (thread-safe hand-off) and then, if gated, blocks on a threading.Event.
+Without a gate, `infer` runs on the calling thread and returns at once, so a test that runs the
+scheduler's batches on its own thread stays single-threaded and deterministic. With `gated`,
+each call reports itself (`next_call`) and blocks until the test sets `gate`: for tests where
+callers run on threads of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
+import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -15,6 +17,7 @@ import numpy as np
 from runtimes.base import RuntimeMetadata, TensorSpec
 
 Compute = Callable[[Mapping[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
+WAIT_S = 10.0  # a safety limit for a test that went wrong, never a sleep
 
 
 def double_x(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -24,10 +27,8 @@ def double_x(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str
 
 class FakeRuntime:
     def __init__(self, compute: Compute = double_x, *, gated: bool = False) -> None:
-        self._compute = compute
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self.started: asyncio.Queue[dict[str, np.ndarray]] = asyncio.Queue()
+        self.compute = compute
+        self.started: queue.Queue[dict[str, np.ndarray]] = queue.Queue()
         self.calls: list[dict[str, np.ndarray]] = []
         self.threads: list[int] = []  # thread ident of each call
         self.gate = threading.Event()
@@ -48,17 +49,18 @@ class FakeRuntime:
         call = {name: np.array(value) for name, value in inputs.items()}
         self.calls.append(call)
         self.threads.append(threading.get_ident())
-        if threading.get_ident() == self._loop_thread:
-            self.started.put_nowait(call)
-            return self._compute(inputs, output_names)
-        self._loop.call_soon_threadsafe(self.started.put_nowait, call)
-        if not self.gate.wait(timeout=10):
-            raise TimeoutError("test never opened the gate")
-        return self._compute(inputs, output_names)
+        self.started.put(call)
+        if not self.gate.wait(timeout=WAIT_S):
+            raise TimeoutError("the test never opened the gate")
+        return self.compute(inputs, output_names)
 
     def close(self) -> None:
         self.closed = True
 
-    async def next_call(self, timeout_s: float = 5.0) -> dict[str, np.ndarray]:
+    def next_call(self) -> dict[str, np.ndarray]:
         """The inputs of the next batch this runtime starts (a safety timeout, not a sleep)."""
-        return await asyncio.wait_for(self.started.get(), timeout_s)
+        return self.started.get(timeout=WAIT_S)
+
+    def batches(self) -> list[list[float]]:
+        """Every call's x values, in call order."""
+        return [call["x"].ravel().tolist() for call in self.calls]

@@ -16,7 +16,7 @@ import pytest
 
 from runtimes.errors import ModelNotFoundError, TensorgateError
 from server import cli
-from server.batch_scoring import BatchJob, BatchScoringError, score
+from server.offline.batch_scoring import BatchJob, BatchScoringError, score
 from server.settings import ServerSettings
 from tests.support import model_factory as mf
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from runtimes import datatypes
 from runtimes.errors import InvalidInputError, TensorgateError, UnsupportedError
-from server import codec
 from server._proto import grpc_service_pb2 as pb
+from server.grpc_api import codec
 from tests.support.model_factory import TYPED_FIELDS
 
 # Deterministic property tests: same examples on every run, nothing stored between runs.

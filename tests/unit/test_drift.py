@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.drift import (
+from server.observability.drift import (
     DriftMonitor,
     DriftProfile,
     DriftSettings,

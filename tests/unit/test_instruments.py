@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from server.instruments import CounterFamily, HistogramFamily, HotPathCollector
+from server.observability.instruments import CounterFamily, HistogramFamily, HotPathCollector
 
 BOUNDS = (1e-4, 2.5e-4, 1e-3, 0.5, 10)
 # Values on bucket edges, between them, below the first and above the last.

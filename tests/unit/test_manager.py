@@ -13,10 +13,10 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from runtimes.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
-from server.inference import InferenceRequest
-from server.loader import LoadOptions
-from server.manager import ModelManager
-from server.registry import ModelRegistry, ModelState
+from server.dataplane.inference import InferenceRequest
+from server.models.loader import LoadOptions
+from server.models.manager import ModelManager
+from server.models.registry import ModelRegistry, ModelState
 from tests.support.model_factory import write_add_sub_model, write_config, write_corrupt_model
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -13,8 +13,8 @@ from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
 from runtimes.base import RuntimeMetadata, TensorSpec
 from runtimes.errors import ModelLoadError, TensorgateError
 from runtimes.onnx import OnnxRuntimeOptions
-from server import model_config
 from server._proto import model_config_pb2 as mc
+from server.models import config as model_config
 from server.settings import BUNDLED_MODELS
 
 TRITON_CONFIG = """

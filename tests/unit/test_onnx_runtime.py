@@ -15,8 +15,8 @@ from runtimes.base import TensorSpec
 from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
 from runtimes.io_binding import HostBuffers, IoBindingRunner
 from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions
-from server import codec
 from server._proto import grpc_service_pb2 as pb
+from server.grpc_api import codec
 from tests.support import model_factory
 
 NUMERIC_SUPPORTED = tuple(d for d in model_factory.SUPPORTED_DATATYPES if d != "BYTES")

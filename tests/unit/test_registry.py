@@ -20,11 +20,11 @@ from runtimes.errors import (
     TensorgateError,
 )
 from server._proto import model_config_pb2 as mc
-from server.loader import select_versions
-from server.model import ServedModel
-from server.model_config import ModelSignature
-from server.registry import ModelRegistry, ModelState, parse_version
-from server.repository import discover, read_model_dir
+from server.models.config import ModelSignature
+from server.models.loader import select_versions
+from server.models.registry import ModelRegistry, ModelState, parse_version
+from server.models.repository import discover, read_model_dir
+from server.models.served import ServedModel
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=300)
 
@@ -228,7 +228,7 @@ def test_discover_finds_models_versions_and_configs(
     (tmp_path / "README.md").write_text("not a model")
     (tmp_path / "alpha" / "5").write_text("a file, not a version directory")
 
-    with caplog.at_level(logging.WARNING, logger="server.repository"):
+    with caplog.at_level(logging.WARNING, logger="server.models.repository"):
         sources = discover(tmp_path)
 
     assert list(sources) == ["alpha", "beta", "gamma"]

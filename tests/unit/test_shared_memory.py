@@ -23,10 +23,10 @@ from runtimes.errors import (
     TensorgateError,
     UnsupportedError,
 )
-from server import codec
 from server._proto import grpc_service_pb2 as pb
-from server.inference import SharedMemoryLocation
-from server.shared_memory import SharedMemoryRegistry, shm_path
+from server.dataplane.inference import SharedMemoryLocation
+from server.dataplane.shared_memory import SharedMemoryRegistry, shm_path
+from server.grpc_api import codec
 
 SIZE = 256
 

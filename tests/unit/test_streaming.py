@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from server.streaming import serve_stream
+from server.grpc_api.streaming import serve_stream
 
 LIMIT = 4
 
@@ -170,7 +170,7 @@ def test_closing_the_stream_cancels_requests_in_flight(caplog: pytest.LogCapture
         assert sorted(cancelled) == list(range(1, source.taken))
         assert len(cancelled) == LIMIT - 1  # the answered one still held its slot
 
-    with caplog.at_level("INFO", logger="server.streaming"):
+    with caplog.at_level("INFO", logger="server.grpc_api.streaming"):
         run(test)
     assert "s cancelled by the client" in caplog.text
     assert "requests in flight dropped" in caplog.text

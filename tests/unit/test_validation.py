@@ -11,8 +11,8 @@ import pytest
 
 from runtimes.base import TensorSpec
 from runtimes.errors import InvalidInputError, TensorgateError
-from server.model_config import ModelSignature
-from server.validation import _plainly_valid, validate_inputs, validate_requested_outputs
+from server.dataplane.validation import _plainly_valid, validate_inputs, validate_requested_outputs
+from server.models.config import ModelSignature
 
 BATCHED = ModelSignature(
     max_batch_size=4,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from server.watcher import RepositoryWatcher
+from server.models.watcher import RepositoryWatcher
 
 
 class RecordingControl:

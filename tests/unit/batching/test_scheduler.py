@@ -1,63 +1,45 @@
-"""Scheduler behaviour, driven by a ManualClock and a FakeRuntime gated by events (no sleeps).
+"""Scheduler behaviour, driven by a ManualClock and a FakeRuntime (no sleeps).
 
-`settle()` yields to the event loop until the scheduler has nothing left to do right now; it
-never waits for time to pass.
+Most tests are single-threaded: the test submits requests, then runs the batches the scheduler
+formed (`Harness.run`), as the callers' threads would; a batch that finishes forms the next one
+and hands it on, and `run` goes on until nothing is left to run. Tests of the blocking `infer`
+path use real threads and a gated runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import gc
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
 
 import numpy as np
 import pytest
 
 from batching.clock import ManualClock
 from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
-from batching.observer import BatchReport
-from batching.scheduler import Scheduler
-from runtimes.errors import (
-    InvalidInputError,
-    ModelExecutionError,
+from batching.errors import (
     QueueFullError,
+    RequestCancelledError,
     RequestTimeoutError,
-    ShuttingDownError,
+    SchedulerStoppedError,
 )
-from tests.support.fake_runtime import FakeRuntime, double_x
-
-
-def async_test(test: Callable[[], Coroutine]) -> Callable[[], None]:
-    @functools.wraps(test)
-    def wrapper() -> None:
-        asyncio.run(asyncio.wait_for(test(), timeout=30))
-
-    return wrapper
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
+from batching.observer import BatchReport
+from batching.request import PendingRequest
+from batching.scheduler import Lead, Scheduler
+from batching.waiter import Waiter
+from runtimes.errors import InvalidInputError, ModelExecutionError
+from tests.support.fake_runtime import WAIT_S, FakeRuntime, double_x
 
 
 def x(*values: float, width: int = 1) -> dict[str, np.ndarray]:
     return {"x": np.array([[v] * width for v in values], dtype=np.float32)}
 
 
-class RecordingObserver:
-    """Hands each BatchReport to the test; the scheduler reports just before it answers."""
-
-    def __init__(self) -> None:
-        self.reports: asyncio.Queue[BatchReport] = asyncio.Queue()
-
-    def batch_completed(self, report: BatchReport) -> None:
-        self.reports.put_nowait(report)
-
-    async def next(self) -> BatchReport:
-        return await asyncio.wait_for(self.reports.get(), 5)
+def y(request: PendingRequest) -> list[float]:
+    assert request.done, "not answered"
+    assert request.error is None, request.error
+    assert request.outputs is not None
+    return request.outputs["y"].ravel().tolist()
 
 
 class Harness:
@@ -65,269 +47,140 @@ class Harness:
         self.clock = ManualClock()
         self.runtimes = [FakeRuntime(gated=gated) for _ in range(instances)]
         self.runtime = self.runtimes[0]
-        self.observer = RecordingObserver()
-        self.scheduler = Scheduler(
-            "m", self.runtimes, config, clock=self.clock, observer=self.observer
-        )
+        self.reports: list[BatchReport] = []
+        self.scheduler = Scheduler("m", self.runtimes, config, clock=self.clock, observer=self)
+        self.scheduler.start()
+        self.requests: list[PendingRequest] = []
+        self._direct: list[Lead] = []
 
-    async def __aenter__(self) -> Harness:
-        await self.scheduler.start()
-        return self
+    def batch_completed(self, report: BatchReport) -> None:
+        self.reports.append(report)
 
-    async def __aexit__(self, *exc: object) -> None:
-        for runtime in self.runtimes:
-            runtime.gate.set()
-        await self.scheduler.stop()
+    def submit(self, inputs: dict[str, np.ndarray], **kwargs: object) -> PendingRequest:
+        request, lead = self.scheduler.submit(inputs, ["y"], waiter=Waiter(), **kwargs)
+        if lead is not None:
+            self._direct.append(lead)
+        self.requests.append(request)
+        return request
 
-    def submit(self, inputs: dict[str, np.ndarray], **kwargs: object) -> asyncio.Task:
-        return asyncio.create_task(self.scheduler.submit(inputs, ["y"], **kwargs))
+    def formed(self) -> list[Lead]:
+        """Batches formed and not yet run: returned to a submitter or handed to a waiter."""
+        leads, self._direct = self._direct, []
+        for request in self.requests:
+            while request.waiter.leads:
+                leads.append(request.waiter.leads.popleft())
+        return leads
+
+    def run(self) -> int:
+        """Run every formed batch, and those their completion forms; return how many ran."""
+        count = 0
+        while leads := self.formed():
+            for lead in leads:
+                lead.run()
+                count += 1
+        return count
+
+    def infer(self, inputs: dict[str, np.ndarray], **kwargs: object) -> PendingRequest:
+        return self.scheduler.infer(inputs, ["y"], **kwargs)
 
 
 def batched(max_batch_size: int = 8, delay_us: int = 1_000_000, **kwargs) -> BatchingConfig:
     return BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_us=delay_us, **kwargs)
 
 
-@async_test
-async def test_flushes_at_once_when_max_batch_size_rows_are_queued() -> None:
-    async with Harness(batched(max_batch_size=4)) as h:
-        tasks = [h.submit(x(i)) for i in range(4)]
-        call = await h.runtime.next_call()
-        assert call["x"].ravel().tolist() == [0, 1, 2, 3]
-        results = await asyncio.gather(*tasks)
-        assert [r["y"].ravel().tolist() for r in results] == [[0], [2], [4], [6]]
+# --- forming batches ------------------------------------------------------------------------
 
 
-@async_test
-async def test_waits_for_the_queue_delay_then_sends_what_is_queued() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        tasks = [h.submit(x(1)), h.submit(x(2))]
-        await settle()
-        assert h.runtime.calls == []
-        h.clock.advance(0.0009)
-        await settle()
-        assert h.runtime.calls == []
-        h.clock.advance(0.0001)
-        call = await h.runtime.next_call()
-        assert call["x"].ravel().tolist() == [1, 2]
-        await asyncio.gather(*tasks)
+def test_flushes_at_once_when_max_batch_size_rows_are_queued() -> None:
+    h = Harness(batched(max_batch_size=4))
+    requests = [h.submit(x(i)) for i in range(4)]
+    assert h.run() == 1
+    assert h.runtime.batches() == [[0, 1, 2, 3]]
+    assert [y(r) for r in requests] == [[0], [2], [4], [6]]
 
 
-@async_test
-async def test_sends_the_largest_preferred_size_at_once_and_keeps_the_rest() -> None:
-    config = batched(max_batch_size=8, delay_us=1000, preferred_batch_sizes=(2, 4))
-    async with Harness(config) as h:
-        tasks = [h.submit(x(i)) for i in range(5)]
-        first = await h.runtime.next_call()
-        assert first["x"].shape[0] == 4
-        await settle()
-        assert len(h.runtime.calls) == 1
-        h.clock.advance(0.001)
-        second = await h.runtime.next_call()
-        assert second["x"].ravel().tolist() == [4]
-        await asyncio.gather(*tasks)
+def test_waits_for_the_queue_delay_then_sends_what_is_queued() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    requests = [h.submit(x(1)), h.submit(x(2))]
+    assert h.run() == 0
+    h.clock.advance(0.0009)
+    assert h.run() == 0
+    h.clock.advance(0.0001)
+    assert h.run() == 1
+    assert h.runtime.batches() == [[1, 2]]
+    assert [y(r) for r in requests] == [[2], [4]]
 
 
-@async_test
-async def test_at_the_delay_a_preferred_size_is_chosen_over_the_whole_queue() -> None:
-    config = batched(max_batch_size=8, delay_us=1000, preferred_batch_sizes=(2, 8))
-    async with Harness(config) as h:
-        tasks = [h.submit(x(i)) for i in range(3)]
-        await settle()
-        h.clock.advance(0.001)
-        assert (await h.runtime.next_call())["x"].shape[0] == 2
-        assert (await h.runtime.next_call())["x"].shape[0] == 1
-        await asyncio.gather(*tasks)
+def test_the_batch_goes_to_the_thread_of_a_caller_in_it() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    first, second = h.submit(x(1)), h.submit(x(2))
+    h.clock.advance(0.001)
+    assert len(first.waiter.leads) == 1 and not second.waiter.leads
 
 
-@async_test
-async def test_with_zero_delay_requests_gather_while_the_instance_is_busy() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=0), gated=True) as h:
-        first = h.submit(x(0))
-        await h.runtime.next_call()
-        waiting = [h.submit(x(i)) for i in range(1, 4)]
-        await settle()
-        h.runtime.gate.set()
-        call = await h.runtime.next_call()
-        assert call["x"].ravel().tolist() == [1, 2, 3]
-        await asyncio.gather(first, *waiting)
+def test_sends_the_largest_preferred_size_at_once_and_keeps_the_rest() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000, preferred_batch_sizes=(2, 4)))
+    for i in range(5):
+        h.submit(x(i))
+    h.run()
+    assert h.runtime.batches() == [[0, 1, 2, 3]]
+    h.clock.advance(0.001)
+    h.run()
+    assert h.runtime.batches()[1:] == [[4]]
 
 
-@async_test
-async def test_higher_priority_requests_run_first() -> None:
+def test_at_the_delay_a_preferred_size_is_chosen_over_the_whole_queue() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000, preferred_batch_sizes=(2, 8)))
+    for i in range(3):
+        h.submit(x(i))
+    h.clock.advance(0.001)
+    h.run()
+    assert [len(batch) for batch in h.runtime.batches()] == [2, 1]
+
+
+def test_with_zero_delay_requests_gather_while_the_instance_is_busy() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    first = h.submit(x(0))  # an idle instance: it may run at once, on the submitter's thread
+    (lead,) = h.formed()
+    assert lead.batch == [first]
+    waiting = [h.submit(x(i)) for i in range(1, 4)]  # the instance is taken: they queue
+    assert h.formed() == []
+    lead.run()
+    h.run()
+    assert h.runtime.batches() == [[0], [1, 2, 3]]
+    assert [y(r) for r in [first, *waiting]] == [[0], [2], [4], [6]]
+
+
+def test_higher_priority_requests_run_first() -> None:
     config = batched(max_batch_size=1, delay_us=0, priority_levels=3, default_priority_level=2)
-    async with Harness(config, gated=True) as h:
-        blocker = h.submit(x(0))
-        await h.runtime.next_call()
-        low = h.submit(x(3), priority_level=3)
-        default = h.submit(x(2))
-        high = h.submit(x(1), priority_level=1)
-        await settle()
-        h.runtime.gate.set()
-        order = [(await h.runtime.next_call())["x"].item() for _ in range(3)]
-        assert order == [1, 2, 3]
-        await asyncio.gather(blocker, low, default, high)
+    h = Harness(config)
+    h.submit(x(0))
+    (blocker,) = h.formed()
+    h.submit(x(3), priority_level=3)
+    h.submit(x(2))
+    h.submit(x(1), priority_level=1)
+    blocker.run()
+    h.run()
+    assert h.runtime.batches() == [[0], [1], [2], [3]]
 
 
-@async_test
-async def test_priority_outside_the_levels_is_invalid() -> None:
-    async with Harness(batched(priority_levels=2)) as h:
-        with pytest.raises(InvalidInputError, match=r"priority 3 is out of range.*1 to 2"):
-            await h.scheduler.submit(x(1), ["y"], priority_level=3)
+def test_priority_outside_the_levels_is_invalid() -> None:
+    h = Harness(batched(priority_levels=2))
+    with pytest.raises(InvalidInputError, match=r"priority 3 is out of range.*1 to 2"):
+        h.submit(x(1), priority_level=3)
 
 
-@async_test
-async def test_a_full_queue_answers_at_once_with_queue_full() -> None:
-    config = batched(max_batch_size=1, delay_us=0, default_queue_policy=QueuePolicy(2))
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        queued = [h.submit(x(1)), h.submit(x(2))]
-        await settle()
-        with pytest.raises(QueueFullError, match="priority level 1 is full \\(2 requests\\)"):
-            await h.scheduler.submit(x(3), ["y"])
-        h.runtime.gate.set()
-        await asyncio.gather(running, *queued)
+def test_requests_with_different_shapes_are_not_concatenated() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    narrow = [h.submit(x(1)), h.submit(x(2))]
+    wide = h.submit(x(3, width=2))
+    h.clock.advance(0.001)
+    h.run()
+    assert [call["x"].shape for call in h.runtime.calls] == [(2, 1), (1, 2)]
+    assert [y(r) for r in narrow] == [[2], [4]] and y(wide) == [6, 6]
 
 
-@async_test
-async def test_the_hard_queue_cap_holds_without_a_policy() -> None:
-    config = batched(max_batch_size=1, delay_us=0, max_queued_requests=1)
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        queued = h.submit(x(1))
-        await settle()
-        with pytest.raises(QueueFullError, match="queue is full \\(1 requests\\)"):
-            await h.scheduler.submit(x(2), ["y"])
-        h.runtime.gate.set()
-        await asyncio.gather(running, queued)
-
-
-@async_test
-async def test_queue_timeout_reject_answers_deadline_exceeded_and_never_runs() -> None:
-    policy = QueuePolicy(default_timeout_us=1000)
-    config = batched(max_batch_size=1, delay_us=0, default_queue_policy=policy)
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        late = h.submit(x(1))
-        await settle()
-        h.clock.advance(0.001)
-        with pytest.raises(RequestTimeoutError, match=r"timed out .* queue of model 'm'"):
-            await late
-        assert h.scheduler.queued_requests == 0
-        h.runtime.gate.set()
-        await running
-        await settle()
-        assert [c["x"].item() for c in h.runtime.calls] == [0]
-
-
-@async_test
-async def test_request_timeout_may_shorten_but_not_lengthen_the_policy_timeout() -> None:
-    policy = QueuePolicy(default_timeout_us=10_000, allow_timeout_override=True)
-    config = batched(max_batch_size=1, delay_us=0, default_queue_policy=policy)
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        short = h.submit(x(1), timeout_us=1000)
-        long = h.submit(x(2), timeout_us=50_000)
-        await settle()
-        h.clock.advance(0.001)
-        await settle()
-        assert short.done() and not long.done()
-        h.clock.advance(0.009)
-        await settle()
-        assert long.done()
-        for task in (short, long):
-            with pytest.raises(RequestTimeoutError):
-                await task
-        h.runtime.gate.set()
-        await running
-
-
-@async_test
-async def test_request_timeout_is_ignored_when_override_is_not_allowed() -> None:
-    async with Harness(batched(max_batch_size=1, delay_us=0), gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        queued = h.submit(x(1), timeout_us=1000)
-        await settle()
-        h.clock.advance(1.0)
-        await settle()
-        assert not queued.done()
-        h.runtime.gate.set()
-        await asyncio.gather(running, queued)
-
-
-@async_test
-async def test_queue_timeout_delay_moves_the_request_behind_the_others() -> None:
-    policy = QueuePolicy(default_timeout_us=1000, timeout_action=TimeoutAction.DELAY)
-    config = batched(max_batch_size=1, delay_us=0, default_queue_policy=policy)
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        delayed = h.submit(x(1))
-        await settle()
-        h.clock.advance(0.001)
-        fresh = h.submit(x(2))
-        await settle()
-        h.runtime.gate.set()
-        order = [(await h.runtime.next_call())["x"].item() for _ in range(2)]
-        assert order == [2, 1]
-        await asyncio.gather(running, delayed, fresh)
-
-
-@async_test
-async def test_an_expired_caller_deadline_drops_the_request_before_it_runs() -> None:
-    async with Harness(batched(max_batch_size=1, delay_us=0), gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        doomed = h.submit(x(1), deadline_s=h.clock.now() + 0.5)
-        await settle()
-        h.clock.advance(0.5)
-        with pytest.raises(RequestTimeoutError):
-            await doomed
-        h.runtime.gate.set()
-        await running
-        follower = await h.scheduler.submit(x(5), ["y"])
-        assert follower["y"].item() == 10
-        assert [c["x"].item() for c in h.runtime.calls] == [0, 5]
-
-
-@async_test
-async def test_a_cancelled_request_is_dropped_from_the_queue() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=0), gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        cancelled = h.submit(x(1))
-        kept = h.submit(x(2))
-        await settle()
-        assert h.scheduler.queued_requests == 2
-        cancelled.cancel()
-        await settle()
-        assert h.scheduler.queued_requests == 1
-        h.runtime.gate.set()
-        assert (await h.runtime.next_call())["x"].ravel().tolist() == [2]
-        await asyncio.gather(running, kept)
-
-
-@async_test
-async def test_requests_with_different_shapes_are_not_concatenated() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        narrow = [h.submit(x(1)), h.submit(x(2))]
-        wide = h.submit(x(3, width=2))
-        await settle()
-        h.clock.advance(0.001)
-        first = await h.runtime.next_call()
-        second = await h.runtime.next_call()
-        assert first["x"].shape == (2, 1)
-        assert second["x"].shape == (1, 2)
-        results = await asyncio.gather(*narrow, wide)
-        assert results[2]["y"].tolist() == [[6, 6]]
-
-
-@async_test
-async def test_padding_batches_ragged_requests_and_slices_each_answer_back() -> None:
+def test_padding_batches_ragged_requests_and_slices_each_answer_back() -> None:
     config = batched(
         max_batch_size=8,
         delay_us=1000,
@@ -335,245 +188,169 @@ async def test_padding_batches_ragged_requests_and_slices_each_answer_back() -> 
         sliced_outputs=frozenset({"y"}),
         pad_value=-1,
     )
-    async with Harness(config) as h:
-        short = h.submit({"x": np.array([[1, 2]], np.float32)})
-        long = h.submit({"x": np.array([[3, 4, 5, 6]], np.float32)})
-        await settle()
-        h.clock.advance(0.001)
-        call = await h.runtime.next_call()
-        assert call["x"].tolist() == [[1, 2, -1, -1], [3, 4, 5, 6]]
-        short_result, long_result = await asyncio.gather(short, long)
-        assert short_result["y"].tolist() == [[2, 4]]
-        assert long_result["y"].tolist() == [[6, 8, 10, 12]]
+    h = Harness(config)
+    short = h.submit({"x": np.array([[1, 2]], np.float32)})
+    long = h.submit({"x": np.array([[3, 4, 5, 6]], np.float32)})
+    h.clock.advance(0.001)
+    h.run()
+    assert h.runtime.calls[0]["x"].tolist() == [[1, 2, -1, -1], [3, 4, 5, 6]]
+    assert y(short) == [2, 4] and y(long) == [6, 8, 10, 12]
 
 
-@async_test
-async def test_multi_row_requests_count_against_max_batch_size() -> None:
-    async with Harness(batched(max_batch_size=4, delay_us=1000)) as h:
-        three = h.submit(x(1, 2, 3))
-        two = h.submit(x(4, 5))
-        await settle()
-        h.clock.advance(0.001)
-        assert (await h.runtime.next_call())["x"].shape[0] == 3
-        h.clock.advance(0.001)
-        assert (await h.runtime.next_call())["x"].shape[0] == 2
-        results = await asyncio.gather(three, two)
-        assert results[0]["y"].ravel().tolist() == [2, 4, 6]
-        assert results[1]["y"].ravel().tolist() == [8, 10]
+def test_inputs_padded_together_must_agree_in_shape() -> None:
+    h = Harness(batched(padded_inputs=frozenset({"x", "mask"})))
+    inputs = {"x": np.ones((1, 3), np.float32), "mask": np.ones((1, 4), np.float32)}
+    with pytest.raises(InvalidInputError, match=r"padded together .*'x' \[1, 3\]"):
+        h.submit(inputs)
 
 
-@async_test
-async def test_a_request_larger_than_max_batch_size_is_invalid() -> None:
-    async with Harness(batched(max_batch_size=2)) as h:
-        with pytest.raises(InvalidInputError, match="3 rows, more than max_batch_size 2"):
-            await h.scheduler.submit(x(1, 2, 3), ["y"])
+def test_multi_row_requests_count_against_max_batch_size() -> None:
+    h = Harness(batched(max_batch_size=4, delay_us=1000))
+    three, two = h.submit(x(1, 2, 3)), h.submit(x(4, 5))
+    h.clock.advance(0.001)
+    h.run()
+    assert h.runtime.batches() == [[1, 2, 3], [4, 5]]  # 3 + 2 rows would not fit in 4
+    assert y(three) == [2, 4, 6] and y(two) == [8, 10]
 
 
-@async_test
-async def test_instances_run_batches_in_parallel() -> None:
-    async with Harness(batched(max_batch_size=1, delay_us=0), instances=2, gated=True) as h:
-        tasks = [h.submit(x(1)), h.submit(x(2))]
-        first = await h.runtimes[0].next_call()
-        second = await h.runtimes[1].next_call()
-        assert {first["x"].item(), second["x"].item()} == {1, 2}
-        for runtime in h.runtimes:
-            runtime.gate.set()
-        await asyncio.gather(*tasks)
+def test_a_request_larger_than_max_batch_size_is_invalid() -> None:
+    h = Harness(batched(max_batch_size=2))
+    with pytest.raises(InvalidInputError, match="3 rows, more than max_batch_size 2"):
+        h.submit(x(1, 2, 3))
 
 
-@async_test
-async def test_a_failing_batch_fails_only_its_requests_and_the_model_stays_up() -> None:
-    failures = iter([True, False])
-
-    def flaky(inputs, names):
-        if next(failures):
-            raise RuntimeError("boom")
-        return {name: inputs["x"] for name in names}
-
-    async with Harness(batched(max_batch_size=8, delay_us=0)) as h:
-        h.runtime._compute = flaky
-        with pytest.raises(ModelExecutionError, match="model 'm' failed to run") as failed:
-            await h.scheduler.submit(x(1), ["y"])
-        assert "boom" not in str(failed.value)
-        assert (await h.scheduler.submit(x(2), ["y"]))["y"].item() == 2
+def test_instances_run_batches_in_parallel() -> None:
+    h = Harness(batched(max_batch_size=1, delay_us=0), instances=2)
+    h.submit(x(1))
+    h.submit(x(2))
+    first, second = h.formed()  # both instances were idle: each request has one
+    assert first.instance is not second.instance
 
 
-@async_test
-async def test_a_runtime_returning_the_wrong_number_of_rows_breaks_the_contract() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        h.runtime._compute = lambda inputs, names: {n: inputs["x"][:1] for n in names}
-        tasks = [h.submit(x(1)), h.submit(x(2))]
-        await settle()
-        h.clock.advance(0.001)
-        for task in tasks:
-            with pytest.raises(ModelExecutionError, match=r"returned 1 rows .* batch of 2 rows"):
-                await task
+def test_a_model_without_batching_runs_requests_alone_without_a_batch_dimension() -> None:
+    h = Harness(BatchingConfig(max_batch_size=0))
+    one = h.submit({"x": np.array([1.0, 2.0], np.float32)})
+    two = h.submit({"x": np.array([3.0], np.float32)})
+    h.run()
+    assert h.runtime.batches() == [[1, 2], [3]]
+    assert y(one) == [2, 4] and y(two) == [6]
 
 
-@async_test
-async def test_a_runtime_leaving_out_an_output_breaks_the_contract() -> None:
-    async with Harness(batched(max_batch_size=8, delay_us=0)) as h:
-        h.runtime._compute = lambda inputs, names: {}
-        with pytest.raises(ModelExecutionError, match=r"did not return output\(s\) \['y'\]"):
-            await h.scheduler.submit(x(1), ["y"])
+def test_without_dynamic_batching_each_request_runs_as_its_own_batch() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0, dynamic_batching=False))
+    for values in ((0,), (1, 2), (3,)):
+        h.submit(x(*values))
+    h.run()
+    assert h.runtime.batches() == [[0], [1, 2], [3]]
 
 
-@async_test
-async def test_preserve_ordering_releases_answers_in_batch_order() -> None:
-    config = batched(max_batch_size=1, delay_us=0, preserve_ordering=True)
-    async with Harness(config, instances=2, gated=True) as h:
-        first = h.submit(x(1))
-        second = h.submit(x(2))
-        await h.runtimes[0].next_call()
-        await h.runtimes[1].next_call()
-        h.runtimes[1].gate.set()
-        assert (await h.observer.next()).queue_s  # the second batch has finished
-        await settle()
-        assert not second.done()
-        h.runtimes[0].gate.set()
-        await asyncio.gather(first, second)
+# --- the queue's limits and timeouts --------------------------------------------------------
 
 
-@async_test
-async def test_a_model_without_batching_runs_requests_alone_without_a_batch_dimension() -> None:
-    async with Harness(BatchingConfig(max_batch_size=0)) as h:
-        results = await asyncio.gather(
-            h.scheduler.submit({"x": np.array([1.0, 2.0], np.float32)}, ["y"]),
-            h.scheduler.submit({"x": np.array([3.0], np.float32)}, ["y"]),
-        )
-        assert [r["y"].tolist() for r in results] == [[2, 4], [6]]
-        assert len(h.runtime.calls) == 2
+def test_a_full_queue_answers_at_once_with_queue_full() -> None:
+    h = Harness(batched(max_batch_size=1, delay_us=0, default_queue_policy=QueuePolicy(2)))
+    h.submit(x(0))  # takes the instance
+    h.submit(x(1))
+    h.submit(x(2))
+    with pytest.raises(QueueFullError, match=r"priority level 1 is full \(2 requests\)"):
+        h.submit(x(3))
+    h.run()
+    assert h.runtime.batches() == [[0], [1], [2]]
 
 
-@async_test
-async def test_stop_runs_what_is_queued_then_refuses_new_requests() -> None:
-    h = Harness(batched(max_batch_size=8, delay_us=10_000_000))
-    await h.scheduler.start()
-    queued = [h.submit(x(1)), h.submit(x(2))]
-    await settle()
-    await h.scheduler.stop()
-    assert [r["y"].item() for r in await asyncio.gather(*queued)] == [2, 4]
-    with pytest.raises(ShuttingDownError, match="model 'm' is shutting down"):
-        await h.scheduler.submit(x(3), ["y"])
+def test_the_hard_queue_cap_holds_without_a_policy() -> None:
+    h = Harness(batched(max_batch_size=1, delay_us=0, max_queued_requests=1))
+    h.submit(x(0))
+    h.submit(x(1))
+    with pytest.raises(QueueFullError, match=r"queue is full \(1 requests\)"):
+        h.submit(x(2))
 
 
-@async_test
-async def test_without_dynamic_batching_each_request_runs_as_its_own_batch() -> None:
-    config = batched(max_batch_size=8, delay_us=0, dynamic_batching=False)
-    async with Harness(config, gated=True) as h:
-        tasks = [h.submit(x(0)), h.submit(x(1, 2)), h.submit(x(3))]
-        await h.runtime.next_call()
-        h.runtime.gate.set()
-        calls = [await h.runtime.next_call() for _ in range(2)]
-        assert [c["x"].ravel().tolist() for c in calls] == [[1, 2], [3]]
-        await asyncio.gather(*tasks)
+def test_queue_timeout_reject_answers_deadline_exceeded_and_never_runs() -> None:
+    policy = QueuePolicy(default_timeout_us=1000)
+    h = Harness(batched(max_batch_size=1, delay_us=0, default_queue_policy=policy))
+    h.submit(x(0))
+    (blocker,) = h.formed()
+    late = h.submit(x(1))
+    h.clock.advance(0.001)
+    assert late.done and isinstance(late.error, RequestTimeoutError)
+    assert "timed out after waiting in the queue of model 'm'" in str(late.error)
+    assert h.scheduler.queued_requests == 0
+    blocker.run()
+    h.run()
+    assert h.runtime.batches() == [[0]]
 
 
-@async_test
-async def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_a_thread() -> None:
-    loop_thread = threading.get_ident()
-    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
-    async with Harness(cheap) as h:
-        for value in range(3):
-            await h.scheduler.submit(x(value), ["y"])
-        # The first batch has no cost estimate yet and goes to a thread; then it is known cheap.
-        assert h.runtime.threads[0] != loop_thread
-        assert h.runtime.threads[1:] == [loop_thread, loop_thread]
-
-    never = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=0)
-    async with Harness(never) as h:
-        for value in range(3):
-            await h.scheduler.submit(x(value), ["y"])
-        assert loop_thread not in h.runtime.threads
+def test_request_timeout_may_shorten_but_not_lengthen_the_policy_timeout() -> None:
+    policy = QueuePolicy(default_timeout_us=10_000, allow_timeout_override=True)
+    h = Harness(batched(max_batch_size=1, delay_us=0, default_queue_policy=policy))
+    h.submit(x(0))
+    short = h.submit(x(1), timeout_us=1000)
+    long = h.submit(x(2), timeout_us=50_000)
+    h.clock.advance(0.001)
+    assert short.done and not long.done
+    h.clock.advance(0.009)
+    assert isinstance(short.error, RequestTimeoutError)
+    assert isinstance(long.error, RequestTimeoutError)
 
 
-@async_test
-async def test_a_batch_far_larger_than_any_measured_one_goes_to_a_thread() -> None:
-    """A cost prediction is not stretched: a batch over twice the largest measured size runs
-    on a thread however cheap the measured cost per element was."""
-    loop_thread = threading.get_ident()
-    cheap = batched(max_batch_size=64, delay_us=0, inline_compute_threshold_us=1_000_000)
-    async with Harness(cheap) as h:
-        await h.scheduler.submit(x(1), ["y"])  # 1 element, measured on a thread
-        await h.scheduler.submit(x(1, 2), ["y"])  # 2 elements: inline
-        await h.scheduler.submit(x(*range(5)), ["y"])  # 5 > 2 * 2: a thread again
-        await h.scheduler.submit(x(*range(10)), ["y"])  # 10 <= 2 * 5: inline
-        assert [thread == loop_thread for thread in h.runtime.threads] == [
-            False,
-            True,
-            False,
-            True,
-        ]
+def test_request_timeout_is_ignored_when_override_is_not_allowed() -> None:
+    h = Harness(batched(max_batch_size=1, delay_us=0))
+    h.submit(x(0))
+    queued = h.submit(x(1), timeout_us=1000)
+    h.clock.advance(1.0)
+    assert not queued.done
+    h.run()
+    assert y(queued) == [2]
 
 
-@async_test
-async def test_one_slow_run_leaves_a_cheap_model_on_the_event_loop_a_lasting_slowdown_does_not():
-    """A run stretched by preemption (or a wait for the GIL) must not send a cheap model's
-    requests to a thread; a model that really became slow goes there within a few runs."""
-    loop_thread = threading.get_ident()
-    run_s = [10e-6]
-    async with Harness(batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=100)) as h:
-
-        def timed(inputs, names):
-            h.clock.advance(run_s[0])
-            return double_x(inputs, names)
-
-        h.runtime._compute = timed
-        for value in range(3):
-            await h.scheduler.submit(x(value), ["y"])
-        run_s[0] = 0.05  # one run took 50 ms
-        await h.scheduler.submit(x(1), ["y"])
-        run_s[0] = 10e-6
-        await h.scheduler.submit(x(2), ["y"])
-        assert h.runtime.threads[1:] == [loop_thread] * 4
-
-        run_s[0] = 0.05  # every run takes 50 ms from now on
-        for value in range(12):
-            await h.scheduler.submit(x(value), ["y"])
-        on_loop = [thread == loop_thread for thread in h.runtime.threads[5:]]
-        assert on_loop[:3] == [True] * 3 and on_loop[-3:] == [False] * 3
+def test_queue_timeout_delay_moves_the_request_behind_the_others() -> None:
+    policy = QueuePolicy(default_timeout_us=1000, timeout_action=TimeoutAction.DELAY)
+    h = Harness(batched(max_batch_size=1, delay_us=0, default_queue_policy=policy))
+    h.submit(x(0))
+    (blocker,) = h.formed()
+    h.submit(x(1))
+    h.clock.advance(0.001)
+    h.submit(x(2))
+    blocker.run()
+    h.run()
+    assert h.runtime.batches() == [[0], [2], [1]]
 
 
-@async_test
-async def test_a_direct_answer_waits_for_an_earlier_batch_under_preserve_ordering() -> None:
-    config = batched(
-        max_batch_size=8, delay_us=0, preserve_ordering=True, inline_compute_threshold_us=10**6
-    )
-    async with Harness(config, instances=2, gated=True) as h:
-        for runtime in h.runtimes:
-            runtime.gate.set()
-        await h.scheduler.submit(x(0), ["y"])  # measured on a thread: known cheap from now on
-        for runtime in h.runtimes:
-            runtime.gate.clear()
-            while not runtime.started.empty():
-                runtime.started.get_nowait()
-        large = h.submit(x(1, 2, 3))  # over twice the largest measured: a thread, held there
-        await settle()
-        (busy,) = [runtime for runtime in h.runtimes if not runtime.started.empty()]
-        (idle,) = [runtime for runtime in h.runtimes if runtime is not busy]
-        small = h.submit(x(5))  # the idle instance runs it directly, on the event loop
-        await idle.next_call()
-        await settle()
-        assert idle.threads[-1] == threading.get_ident()
-        assert not small.done()
-        busy.gate.set()
-        assert (await large)["y"].ravel().tolist() == [2, 4, 6]
-        assert (await small)["y"].ravel().tolist() == [10]
+def test_an_expired_caller_deadline_drops_the_request_before_it_runs() -> None:
+    h = Harness(batched(max_batch_size=1, delay_us=0))
+    h.submit(x(0))
+    doomed = h.submit(x(1), deadline_s=h.clock.now() + 0.5)
+    h.clock.advance(0.5)
+    assert isinstance(doomed.error, RequestTimeoutError)
+    h.run()
+    assert h.runtime.batches() == [[0]]
 
 
-@async_test
-async def test_a_request_run_directly_is_reported_like_any_batch() -> None:
-    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
-    async with Harness(cheap) as h:
-        await h.scheduler.submit(x(1), ["y"])
-        await h.observer.next()
-        h.clock.advance(0.25)
-        outputs = await h.scheduler.submit(x(3, 4), ["y"])  # nothing queued: the direct path
-        assert outputs["y"].ravel().tolist() == [6, 8]
-        report = await h.observer.next()
-        assert (report.batch_rows, report.queue_s, report.succeeded) == (2, (0.0,), True)
-        assert report.started_s == report.finished_s == h.clock.now()
-        assert h.runtime.threads[-1] == threading.get_ident()
+def test_a_request_already_past_its_deadline_never_runs_even_at_an_idle_instance() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    late = h.submit(x(1), deadline_s=h.clock.now())
+    h.run()
+    assert isinstance(late.error, RequestTimeoutError)
+    assert h.runtime.calls == []
+
+
+def test_a_cancelled_request_is_dropped_from_the_queue() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    h.submit(x(0))
+    (blocker,) = h.formed()
+    cancelled, kept = h.submit(x(1)), h.submit(x(2))
+    assert h.scheduler.queued_requests == 2
+    h.scheduler.cancel(cancelled)
+    assert isinstance(cancelled.error, RequestCancelledError)
+    assert h.scheduler.queued_requests == 1
+    blocker.run()
+    h.run()
+    assert h.runtime.batches() == [[0], [2]]
+    assert y(kept) == [4]
+
+
+# --- failures -------------------------------------------------------------------------------
 
 
 def fails_on_negative(inputs, names):
@@ -582,156 +359,82 @@ def fails_on_negative(inputs, names):
     return double_x(inputs, names)
 
 
-@async_test
-async def test_a_failing_direct_request_gets_a_generic_error_and_the_model_stays_up() -> None:
-    cheap = batched(max_batch_size=8, delay_us=0, inline_compute_threshold_us=1_000_000)
-    async with Harness(cheap) as h:
-        h.runtime._compute = fails_on_negative
-        await h.scheduler.submit(x(1), ["y"])
-        with pytest.raises(ModelExecutionError) as failed:
-            await h.scheduler.submit(x(-1), ["y"])  # direct, inline
-        assert "Relu_3" not in str(failed.value)
-        assert h.runtime.threads[-1] == threading.get_ident()
-        assert (await h.scheduler.submit(x(2), ["y"]))["y"].tolist() == [[4.0]]
+def test_a_failing_batch_fails_only_its_requests_and_the_model_stays_up() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    h.runtime.compute = fails_on_negative
+    failed = h.submit(x(-1))
+    h.run()
+    assert isinstance(failed.error, ModelExecutionError)
+    assert "model 'm' failed to run the request" in str(failed.error)
+    assert "Relu_3" not in str(failed.error)
+    assert failed.error.__traceback__ is None
+    later = h.submit(x(2))
+    h.run()
+    assert y(later) == [4]
 
 
-@async_test
-async def test_a_lone_request_goes_at_once_when_requests_arrive_further_apart_than_the_delay() -> (
-    None
-):
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        first = h.submit(x(1))
-        await settle()
-        h.clock.advance(0.001)
-        await first
-        h.clock.advance(0.5)  # a quiet half second: the arrival gap is now 0.5 s
-        second = h.submit(x(2))
-        await h.runtime.next_call()  # the first request's batch
-        call = await h.runtime.next_call()  # no clock advance: it did not wait for the delay
-        assert call["x"].ravel().tolist() == [2]
-        await second
-
-
-@async_test
-async def test_lone_requests_stop_waiting_when_it_gathers_nothing_and_resume_with_company() -> None:
-    """A closed-loop client (one request in flight) never sends while its request waits: after
-    two waits that gathered nothing, lone requests go at once; requests that queue up behind
-    one another bring the wait back."""
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        burst = [h.submit(x(0)), h.submit(x(0))]  # requests close together: a small gap
-        await settle()
-        h.clock.advance(0.001)
-        await asyncio.gather(*burst)
-        for value in (1, 2):  # each waits the whole delay: nobody else is sending
-            lone = h.submit(x(value))
-            await settle()
-            assert len(h.runtime.calls) == value
-            h.clock.advance(0.001)
-            await lone
-        went_at_once = h.submit(x(3))
-        # The clock does not move: this completes only if it does not wait for the delay.
-        assert (await asyncio.wait_for(went_at_once, 5))["y"].tolist() == [[6.0]]
-
-        while not h.runtime.started.empty():  # calls seen so far
-            h.runtime.started.get_nowait()
-        h.runtime.gate.clear()  # hold the next batch on its thread
-        running = h.submit(x(4))
-        await h.runtime.next_call()
-        behind = [h.submit(x(5)), h.submit(x(6))]  # the second arrives while the first queues
-        await settle()
-        h.runtime.gate.set()
-        await running
-        await settle()
-        assert len(h.runtime.calls) == 5  # waiting again, for company
-        h.clock.advance(0.001)
-        call = await h.runtime.next_call()
-        assert call["x"].ravel().tolist() == [5, 6]
-        await asyncio.gather(*behind)
-
-
-@async_test
-async def test_a_hung_batch_fails_its_requests_at_the_execution_timeout_and_others_go_on() -> None:
-    config = batched(max_batch_size=1, delay_us=0, execution_timeout_us=500_000)
-    async with Harness(config, instances=2, gated=True) as h:
-        hung = h.submit(x(1))
-        await h.runtimes[0].next_call()
-        h.clock.advance(0.5)
-        with pytest.raises(ModelExecutionError, match="within its execution timeout of 500000"):
-            await hung
-        # The hung instance is out of service: the next request goes to the other one.
-        busy = h.submit(x(2))
-        assert (await h.runtimes[1].next_call())["x"].item() == 2
-        # Once the hung call returns, its instance serves again (the other is still busy).
-        h.runtimes[0].gate.set()
-        assert (await h.scheduler.submit(x(3), ["y"]))["y"].item() == 6
-        assert [c["x"].item() for c in h.runtimes[0].calls] == [1, 3]
-        h.runtimes[1].gate.set()
-        await busy
-
-
-@async_test
-async def test_inputs_padded_together_must_agree_in_shape() -> None:
-    config = batched(padded_inputs=frozenset({"x", "mask"}))
-    async with Harness(config) as h:
-        inputs = {"x": np.ones((1, 3), np.float32), "mask": np.ones((1, 4), np.float32)}
-        with pytest.raises(InvalidInputError, match=r"padded together .*'x' \[1, 3\]"):
-            await h.scheduler.submit(inputs, ["y"])
-
-
-@async_test
-async def test_a_runtime_failure_in_a_shared_batch_fails_only_the_bad_request() -> None:
+def test_a_runtime_failure_in_a_shared_batch_fails_only_the_bad_request() -> None:
     def refuses_negative(inputs, names):
         if (inputs["x"] < 0).any():
             raise InvalidInputError("index -1 out of range in node 'lookup'")
-        return {name: inputs["x"] * 2 for name in names}
+        return double_x(inputs, names)
 
-    async with Harness(batched(max_batch_size=8, delay_us=1000)) as h:
-        h.runtime._compute = refuses_negative
-        good, bad = h.submit(x(1)), h.submit(x(-1))
-        await settle()
-        h.clock.advance(0.001)
-        assert (await good)["y"].item() == 2
-        with pytest.raises(InvalidInputError, match="model 'm' rejected the request") as error:
-            await bad
-        assert "lookup" not in str(error.value)
-        assert [c["x"].ravel().tolist() for c in h.runtime.calls] == [[1, -1], [1], [-1]]
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    h.runtime.compute = refuses_negative
+    good, bad = h.submit(x(1)), h.submit(x(-1))
+    h.clock.advance(0.001)
+    h.run()
+    assert y(good) == [2]
+    assert isinstance(bad.error, InvalidInputError)
+    assert "model 'm' rejected the request" in str(bad.error)
+    assert "lookup" not in str(bad.error)
+    assert h.runtime.batches() == [[1, -1], [1], [-1]]
 
 
-async def inputs_outlive_their_failed_request(config: BatchingConfig, *, shared: bool) -> bool:
+def test_a_runtime_returning_the_wrong_number_of_rows_breaks_the_contract() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    h.runtime.compute = lambda inputs, names: {n: inputs["x"][:1] for n in names}
+    requests = [h.submit(x(1)), h.submit(x(2))]
+    h.clock.advance(0.001)
+    h.run()
+    for request in requests:
+        assert isinstance(request.error, ModelExecutionError)
+        assert "returned 1 rows for output 'y' from a batch of 2 rows" in str(request.error)
+        assert request.error.__traceback__ is None
+
+
+def test_a_runtime_leaving_out_an_output_breaks_the_contract() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    h.runtime.compute = lambda inputs, names: {}
+    request = h.submit(x(1))
+    h.run()
+    assert "did not return output(s) ['y']" in str(request.error)
+
+
+def inputs_outlive_their_failed_request(config: BatchingConfig, *, shared: bool) -> bool:
     """Whether a failed request's inputs are still alive once the caller has dropped them and
-    its error, with the garbage collector off: alive means a reference cycle holds them, and a
+    its answer, with the garbage collector off: alive means a reference cycle holds them, and a
     stream of failing large requests would pile up until a full collection."""
-    async with Harness(config) as h:
-        h.runtime._compute = fails_on_negative
-        if config.inline_compute_threshold_us:
-            await h.scheduler.submit(x(1), ["y"])  # learns the cost, for the direct path
-        inputs = x(-1)
-        alive = weakref.ref(inputs["x"])
-        failing = h.submit(inputs)
-        good = h.submit(x(2)) if shared else None
-        await settle()
-        h.clock.advance(config.max_queue_delay_us / 1e6)
-        try:
-            await failing
-        except ModelExecutionError:
-            pass
-        else:
-            raise AssertionError("the request did not fail")
-        if good is not None:
-            assert (await good)["y"].tolist() == [[4.0]]
-        del inputs, failing
-        await settle()  # the loop's own callbacks let go of the finished tasks
-        return alive() is not None
+    h = Harness(config)
+    h.runtime.compute = fails_on_negative
+    inputs = x(-1)
+    alive = weakref.ref(inputs["x"])
+    failing = h.submit(inputs)
+    good = h.submit(x(2)) if shared else None
+    h.clock.advance(config.max_queue_delay_us / 1e6)
+    h.run()
+    assert isinstance(failing.error, ModelExecutionError)
+    if good is not None:
+        assert y(good) == [4]
+    h.requests.clear()
+    del inputs, failing
+    return alive() is not None
 
 
 @pytest.mark.parametrize(
     ("config", "shared"),
-    [
-        (batched(delay_us=0, inline_compute_threshold_us=1_000_000), False),
-        (batched(delay_us=0), False),
-        (batched(delay_us=1000), True),
-    ],
-    ids=["direct", "on a worker thread", "in a shared batch"],
+    [(batched(delay_us=0), False), (batched(delay_us=1000), True)],
+    ids=["alone", "in a shared batch"],
 )
 def test_a_failed_requests_inputs_are_freed_with_its_error(
     config: BatchingConfig, shared: bool
@@ -739,8 +442,194 @@ def test_a_failed_requests_inputs_are_freed_with_its_error(
     gc.collect()
     gc.disable()
     try:
-        run = inputs_outlive_their_failed_request(config, shared=shared)
-        outlived = asyncio.run(asyncio.wait_for(run, timeout=30))
+        outlived = inputs_outlive_their_failed_request(config, shared=shared)
     finally:
         gc.enable()
     assert not outlived
+
+
+# --- ordering, reports, stopping ------------------------------------------------------------
+
+
+def test_preserve_ordering_releases_answers_in_batch_order() -> None:
+    config = batched(max_batch_size=1, delay_us=0, preserve_ordering=True)
+    h = Harness(config, instances=2)
+    first, second = h.submit(x(1)), h.submit(x(2))
+    early, late = h.formed()
+    late.run()  # the second batch finishes first
+    assert len(h.reports) == 1 and not second.done
+    early.run()
+    assert y(first) == [2] and y(second) == [4]
+
+
+def test_a_request_run_at_once_is_reported_like_any_batch() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    h.clock.advance(0.25)
+    request = h.submit(x(3, 4))
+    h.run()
+    assert y(request) == [6, 8]
+    (report,) = h.reports
+    assert (report.batch_rows, report.queue_s, report.succeeded) == (2, (0.0,), True)
+    assert report.started_s == report.finished_s == h.clock.now()
+
+
+def test_stop_runs_what_is_queued_then_refuses_new_requests() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=10_000_000))
+    queued = [h.submit(x(1)), h.submit(x(2))]
+    stopper = threading.Thread(target=h.scheduler.stop)
+    stopper.start()
+    # Stopping flushes the queue at once (no delay to wait out) and waits for the batch.
+    lead = None
+    while lead is None:
+        queued[0].waiter.wait()
+        lead = queued[0].waiter.leads.popleft() if queued[0].waiter.leads else None
+    lead.run()
+    stopper.join(WAIT_S)
+    assert not stopper.is_alive()
+    assert [y(r) for r in queued] == [[2], [4]]
+    with pytest.raises(SchedulerStoppedError, match="model 'm' is shutting down"):
+        h.submit(x(3))
+
+
+# --- waiting for company --------------------------------------------------------------------
+
+
+def test_a_lone_request_goes_at_once_when_requests_arrive_further_apart_than_the_delay() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    h.submit(x(1))
+    h.clock.advance(0.001)
+    h.run()
+    h.clock.advance(0.5)  # a quiet half second: the arrival gap is now 0.5 s
+    second = h.submit(x(2))
+    assert h.run() == 1  # no clock advance: it did not wait for the delay
+    assert y(second) == [4]
+
+
+def test_lone_requests_stop_waiting_when_it_gathers_nothing_and_resume_with_company() -> None:
+    """A closed-loop client (one request in flight) never sends while its request waits: after
+    two waits that gathered nothing, lone requests go at once; requests that queue up behind
+    one another bring the wait back."""
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    h.submit(x(0))
+    h.submit(x(0))  # requests close together: a small gap
+    h.clock.advance(0.001)
+    h.run()
+    for value in (1, 2):  # each waits the whole delay: nobody else is sending
+        h.submit(x(value))
+        assert h.run() == 0
+        h.clock.advance(0.001)
+        assert h.run() == 1
+    went_at_once = h.submit(x(3))
+    assert h.run() == 1  # the clock did not move
+    assert y(went_at_once) == [6]
+
+    running = h.submit(x(4))
+    (lead,) = h.formed()  # it goes at once, and holds the instance
+    behind = [h.submit(x(5)), h.submit(x(6))]  # the second arrives while the first queues
+    lead.run()
+    assert h.run() == 0  # waiting again, for company
+    h.clock.advance(0.001)
+    assert h.run() == 1
+    assert h.runtime.batches()[-1] == [5, 6]
+    assert y(running) == [8] and [y(r) for r in behind] == [[10], [12]]
+
+
+# --- the blocking path, on real threads -----------------------------------------------------
+
+
+class Blocked:
+    """Waiter hooks that count the callers that blocked: the test waits on them, not on time."""
+
+    def __init__(self) -> None:
+        self._count = threading.Semaphore(0)
+
+    def blocking(self) -> None:
+        self._count.release()
+
+    def resumed(self) -> None:
+        pass
+
+    def wait_for(self, callers: int) -> None:
+        for _ in range(callers):
+            assert self._count.acquire(timeout=WAIT_S), "a caller never blocked"
+
+
+def test_concurrent_callers_form_batches_and_each_runs_on_a_callers_thread() -> None:
+    """While one caller's batch runs (held by the gate), the others queue; when it finishes,
+    the next batch goes to one of their threads, which answers all of them."""
+    h = Harness(batched(max_batch_size=8, delay_us=0), gated=True)
+    blocked = Blocked()
+    answers: dict[int, list[float]] = {}
+
+    def call(i: int) -> None:
+        answers[i] = y(h.infer(x(i), waiter=Waiter(hooks=blocked)))
+
+    callers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    callers[0].start()
+    h.runtime.next_call()  # caller 0 runs its request alone, on its own thread
+    for caller in callers[1:]:
+        caller.start()
+    blocked.wait_for(3)
+    assert h.scheduler.queued_requests == 3
+    h.runtime.gate.set()
+    for caller in callers:
+        caller.join(WAIT_S)
+    assert answers == {i: [2.0 * i] for i in range(4)}
+    assert sorted(h.runtime.batches()[1]) == [1, 2, 3]
+    caller_threads = {caller.ident for caller in callers}
+    assert set(h.runtime.threads) <= caller_threads
+
+
+def test_a_caller_that_goes_away_is_dropped_while_queued() -> None:
+    h = Harness(batched(max_batch_size=8, delay_us=10_000_000))
+    blocked = Blocked()
+    waiter = Waiter(hooks=blocked)
+    result: list[PendingRequest] = []
+    caller = threading.Thread(target=lambda: result.append(h.infer(x(1), waiter=waiter)))
+    caller.start()
+    blocked.wait_for(1)
+    waiter.cancelled = True
+    waiter.notify()
+    caller.join(WAIT_S)
+    assert isinstance(result[0].error, RequestCancelledError)
+    assert h.scheduler.queued_requests == 0 and h.runtime.calls == []
+
+
+def test_a_batch_of_requests_whose_waiters_cannot_lead_runs_on_a_helper_thread() -> None:
+    """A stream's waiter never leads (its thread may be held by its client): its batches run
+    on the scheduler's own threads."""
+    h = Harness(batched(max_batch_size=8, delay_us=1000))
+    waiter = Waiter(can_lead=False)
+    requests = [h.scheduler.submit(x(value), ["y"], waiter=waiter)[0] for value in (1, 2)]
+    h.clock.advance(0.001)
+    answered = []
+    while len(answered) < 2:
+        waiter.wait()
+        while waiter.answered:
+            answered.append(waiter.answered.popleft())
+    assert [y(r) for r in requests] == [[2], [4]]
+    assert h.runtime.threads[0] != threading.get_ident()
+
+
+def test_a_hung_batch_fails_its_requests_at_the_execution_timeout_and_others_go_on() -> None:
+    config = batched(max_batch_size=1, delay_us=0, execution_timeout_us=500_000)
+    h = Harness(config, instances=2, gated=True)
+    results: list[PendingRequest] = []
+    hung = threading.Thread(target=lambda: results.append(h.infer(x(1))))
+    hung.start()
+    assert h.runtimes[0].next_call()["x"].item() == 1
+    h.clock.advance(0.5)
+    hung.join(WAIT_S)
+    assert isinstance(results[0].error, ModelExecutionError)
+    assert "within its execution timeout of 500000" in str(results[0].error)
+    # The hung instance is out of service: the next request goes to the other one.
+    busy = threading.Thread(target=lambda: results.append(h.infer(x(2))))
+    busy.start()
+    assert h.runtimes[1].next_call()["x"].item() == 2
+    # Once the hung call returns, its instance serves again (the other is still busy).
+    h.runtimes[0].gate.set()
+    assert y(h.infer(x(3))) == [6]
+    assert [c["x"].item() for c in h.runtimes[0].calls] == [1, 3]
+    h.runtimes[1].gate.set()
+    busy.join(WAIT_S)
+    assert y(results[1]) == [4]

@@ -1,11 +1,9 @@
-import asyncio
-
 import pytest
 
 from batching.config import BatchingConfig
+from batching.errors import QueueFullError
 from batching.slo import LatencyController
-from runtimes.errors import QueueFullError
-from tests.unit.batching.test_scheduler import Harness, async_test, settle, x
+from tests.unit.batching.test_scheduler import Harness, x
 
 
 def test_batch_limit_grows_by_one_per_full_batch_within_target() -> None:
@@ -49,34 +47,27 @@ def test_admission_predicts_latency_from_the_queue_and_the_instances() -> None:
     assert controller.would_miss(queued_rows=9, rows=1)
 
 
-@async_test
-async def test_scheduler_sheds_at_admission_when_the_queue_would_miss_the_target() -> None:
-    config = BatchingConfig(max_batch_size=1, latency_target_p99_us=10_000)
-    async with Harness(config, gated=True) as h:
-        h.scheduler._slo.observe(rows=1, compute_s=0.006, worst_latency_s=0.006)
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        queued = h.submit(x(1))  # nothing queued ahead: its own 6 ms, within 10 ms
-        await settle()
-        with pytest.raises(QueueFullError, match="cannot answer within its latency target"):
-            await h.scheduler.submit(x(2), ["y"])  # one batch ahead: 12 ms
-        h.runtime.gate.set()
-        await asyncio.gather(running, queued)
+def test_scheduler_sheds_at_admission_when_the_queue_would_miss_the_target() -> None:
+    h = Harness(BatchingConfig(max_batch_size=1, latency_target_p99_us=10_000))
+    h.scheduler._slo.observe(rows=1, compute_s=0.006, worst_latency_s=0.006)
+    h.submit(x(0))
+    (running,) = h.formed()
+    h.submit(x(1))  # nothing queued ahead: its own 6 ms, within 10 ms
+    with pytest.raises(QueueFullError, match="cannot answer within its latency target"):
+        h.submit(x(2))  # one batch ahead: 12 ms
+    running.run()
+    h.run()
+    assert h.runtime.batches() == [[0], [1]]
 
 
-@async_test
-async def test_scheduler_sheds_requests_that_waited_past_the_target_instead_of_running_them() -> (
-    None
-):
-    config = BatchingConfig(max_batch_size=1, latency_target_p99_us=10_000)
-    async with Harness(config, gated=True) as h:
-        running = h.submit(x(0))
-        await h.runtime.next_call()
-        late = h.submit(x(1))
-        await settle()
-        h.clock.advance(0.011)
-        h.runtime.gate.set()
-        await running
-        with pytest.raises(QueueFullError, match="waited past the latency target"):
-            await late
-        assert [c["x"].item() for c in h.runtime.calls] == [0]
+def test_scheduler_sheds_requests_that_waited_past_the_target_instead_of_running_them() -> None:
+    h = Harness(BatchingConfig(max_batch_size=1, latency_target_p99_us=10_000))
+    h.submit(x(0))
+    (running,) = h.formed()
+    late = h.submit(x(1))
+    h.clock.advance(0.011)
+    running.run()
+    h.run()
+    assert isinstance(late.error, QueueFullError)
+    assert "waited past the latency target" in str(late.error)
+    assert h.runtime.batches() == [[0]]

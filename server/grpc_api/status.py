@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from runtimes.errors import InvalidInputError, TensorgateError
-from server.registration import Undecodable
+from server.grpc_api.registration import Undecodable
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from runtimes.errors import ModelLoadError, ModelNotFoundError, TensorgateError
-from server import loader, repository
 from server._proto import model_config_pb2 as mc
-from server.loader import LoadOptions
-from server.registry import UNLOADED, ModelRegistry, ModelState
-from server.repository import Fingerprint
+from server.models import loader, repository
+from server.models.loader import LoadOptions
+from server.models.registry import UNLOADED, ModelRegistry, ModelState
+from server.models.repository import Fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from runtimes import datatypes
 from runtimes.datatypes import DataType
 from runtimes.errors import InvalidInputError, UnsupportedError
 from server._proto import grpc_service_pb2 as pb
-from server.inference import InferenceRequest, SharedMemoryLocation
-from server.shared_memory import SharedMemoryRegistry
+from server.dataplane.inference import InferenceRequest, SharedMemoryLocation
+from server.dataplane.shared_memory import SharedMemoryRegistry
 
 _LENGTH_PREFIX = struct.Struct("<I")
 _SHARED_MEMORY_PARAMETERS = (

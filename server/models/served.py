@@ -10,12 +10,12 @@ import numpy as np
 from batching.scheduler import Scheduler
 from runtimes.base import Runtime
 from server._proto import model_config_pb2 as mc
-from server.drift import DriftMonitor
-from server.inference import InferenceRequest
-from server.metrics import ModelMetrics, NullModelMetrics, outcome_of
-from server.model_config import ModelSignature
-from server.stats import ModelStats
-from server.validation import validate_inputs, validate_requested_outputs
+from server.dataplane.inference import InferenceRequest
+from server.dataplane.validation import validate_inputs, validate_requested_outputs
+from server.models.config import ModelSignature
+from server.observability.drift import DriftMonitor
+from server.observability.metrics import ModelMetrics, NullModelMetrics, outcome_of
+from server.observability.stats import ModelStats
 
 
 @dataclass(eq=False)

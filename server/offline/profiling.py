@@ -12,8 +12,9 @@ import numpy as np
 
 from runtimes.errors import InvalidInputError, ModelLoadError
 from runtimes.onnx import OnnxRuntime
-from server import loader, model_config, repository
-from server.drift import DriftProfile, feature_columns
+from server.models import config as model_config
+from server.models import loader, repository
+from server.observability.drift import DriftProfile, feature_columns
 
 DEFAULT_PROFILE_NAME = "drift_profile.json"
 

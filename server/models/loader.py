@@ -16,15 +16,15 @@ from batching.scheduler import Scheduler
 from runtimes.base import Runtime
 from runtimes.errors import ModelLoadError
 from runtimes.registry import runtime_factory
-from server import model_config
 from server._proto import model_config_pb2 as mc
-from server.drift import DriftMonitor, load_profile
-from server.metrics import NullModelMetrics, ServerMetrics
-from server.model import ServedModel
-from server.repository import ModelSource
-from server.stats import ModelStats
-from server.tracing import Tracing
-from server.warmup import warm_up
+from server.models import config as model_config
+from server.models.repository import ModelSource
+from server.models.served import ServedModel
+from server.models.warmup import warm_up
+from server.observability.drift import DriftMonitor, load_profile
+from server.observability.metrics import NullModelMetrics, ServerMetrics
+from server.observability.stats import ModelStats
+from server.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from runtimes.errors import TensorgateError
-from server import repository
-from server.repository import ModelFingerprint
+from server.models import repository
+from server.models.repository import ModelFingerprint
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from runtimes.errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
-from server.model import ServedModel
+from server.models.served import ServedModel
 
 UNLOADED = "unloaded"
 

@@ -27,7 +27,12 @@ from prometheus_client.registry import Collector
 
 from batching.observer import BatchReport
 from runtimes.errors import ErrorKind, TensorgateError
-from server.instruments import CounterFamily, HistogramFamily, HotPathCollector, LocalCounter
+from server.observability.instruments import (
+    CounterFamily,
+    HistogramFamily,
+    HotPathCollector,
+    LocalCounter,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from runtimes import datatypes
 from runtimes.errors import InvalidInputError
-from server.model_config import ModelSignature
+from server.models.config import ModelSignature
 
 
 def validate_inputs(

@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from batching.observer import BatchReport
-from server.metrics import SUCCESS, outcome_of
+from server.observability.metrics import SUCCESS, outcome_of
 
 EXPORTERS = ("none", "console", "otlp")
 # Monotonic seconds (the scheduler's clock) to epoch nanoseconds (OpenTelemetry's timestamps).

@@ -20,7 +20,7 @@ from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntimeOptions
 from server._proto import model_config_pb2 as mc
-from server.drift import DriftSettings
+from server.observability.drift import DriftSettings
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"

@@ -25,19 +25,20 @@ from runtimes.errors import (
     TensorgateError,
     UnsupportedError,
 )
-from server import __version__, codec, status, streaming
+from server import __version__
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
-from server.audit import AuditLog
-from server.manager import ModelManager
-from server.metrics import ServerMetrics
-from server.model import ServedModel
-from server.registry import ModelRegistry
-from server.security import TokenStore
-from server.shared_memory import SharedMemoryRegistry
-from server.stats import Duration, ModelStats
-from server.tracing import Tracing
+from server.dataplane.shared_memory import SharedMemoryRegistry
+from server.grpc_api import codec, status, streaming
+from server.models.manager import ModelManager
+from server.models.registry import ModelRegistry
+from server.models.served import ServedModel
+from server.observability.metrics import ServerMetrics
+from server.observability.stats import Duration, ModelStats
+from server.observability.tracing import Tracing
+from server.security.audit import AuditLog
+from server.security.tokens import TokenStore
 
 SERVER_NAME = "tensorgate"
 # Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).

@@ -47,9 +47,10 @@ from runtimes.errors import (
     TensorgateError,
 )
 from runtimes.onnx import OnnxRuntime
-from server import loader, model_config, repository
 from server._proto import model_config_pb2 as mc
-from server.model_config import ModelSignature
+from server.models import config as model_config
+from server.models import loader, repository
+from server.models.config import ModelSignature
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from runtimes import datatypes
 from runtimes.base import Runtime, TensorSpec
 from runtimes.errors import ModelLoadError
 from server._proto import model_config_pb2 as mc
-from server.model_config import ModelSignature
+from server.models.config import ModelSignature
 
 log = logging.getLogger(__name__)
 

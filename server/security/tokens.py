@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from server.audit import AuditLog
+from server.security.audit import AuditLog
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,76 @@
+"""The thread that waits for answers, and may be handed a batch to run (leader/follower).
+
+A waiting caller costs nothing: it blocks on a lock, without the GIL. When a batch that holds
+one of its requests is formed, the batch is handed to its waiter, whose thread wakes up, runs it
+and answers every request in it. A unary call has a waiter of its own; a stream has one for all
+of its requests, which is told of each answer but never leads (a stream's thread may be held up
+by its client's flow control, and a batch holds other clients' requests).
+
+A front end can pass `hooks`: told when its thread blocks and when it resumes (the gRPC front
+end lends its thread's run slot to another call meanwhile).
+"""
+
+from __future__ import annotations
+
+import _thread
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from batching.request import PendingRequest
+    from batching.scheduler import Lead
+
+
+class BlockingHooks(Protocol):
+    def blocking(self) -> None:
+        """The calling thread is about to block."""
+
+    def resumed(self) -> None:
+        """It runs again."""
+
+
+class Waiter:
+    __slots__ = ("_signal", "answered", "can_lead", "cancelled", "hooks", "leads")
+
+    def __init__(self, *, can_lead: bool = True, hooks: BlockingHooks | None = None) -> None:
+        # Locked: nothing to report. Released: something happened (signals coalesce).
+        self._signal = _thread.allocate_lock()
+        self._signal.acquire()
+        self.can_lead = can_lead
+        self.hooks = hooks
+        self.leads: deque[Lead] = deque()
+        # Requests answered since the waiter last looked (streams read this; unary calls look
+        # at their one request instead).
+        self.answered: deque[PendingRequest] = deque()
+        # Set (then notify) by the front end when its caller went away.
+        self.cancelled = False
+
+    def notify(self) -> None:
+        """Wake the waiting thread (from any thread; several notifications may coalesce)."""
+        try:
+            self._signal.release()
+        except RuntimeError:  # noqa: SIM105 (suppress() costs more, once per request)
+            pass
+
+    def wait(self) -> None:
+        """Block until notified (at once if a notification is pending)."""
+        if self._signal.acquire(blocking=False):
+            return
+        hooks = self.hooks
+        if hooks is None:
+            self._signal.acquire()
+            return
+        hooks.blocking()
+        try:
+            self._signal.acquire()
+        finally:
+            hooks.resumed()
+
+    def give(self, lead: Lead) -> None:
+        """Hand this waiter's thread a batch to run."""
+        self.leads.append(lead)
+        self.notify()
+
+    def tell_answered(self, request: PendingRequest) -> None:
+        self.answered.append(request)
+        self.notify()
