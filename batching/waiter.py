@@ -47,9 +47,9 @@ class Waiter:
 
     def notify(self) -> None:
         """Wake the waiting thread (from any thread; several notifications may coalesce)."""
-        try:
+        try:  # noqa: SIM105 (contextlib.suppress costs more, and this runs once per request)
             self._signal.release()
-        except RuntimeError:  # noqa: SIM105 (suppress() costs more, once per request)
+        except RuntimeError:  # already released: a wake-up is pending anyway
             pass
 
     def wait(self) -> None:
