@@ -48,6 +48,14 @@ class PendingRequest:
         self.timers = []
         self.waiter.tell_answered(self)
 
+    def take_error(self) -> TensorgateError:
+        """The error that failed the request, handed over to be raised: the request lets go
+        of it, so the frames its traceback will hold cannot reach it again through the
+        request (a reference cycle that would keep the inputs alive until a full collection)."""
+        error, self.error = self.error, None
+        assert error is not None
+        return error
+
 
 def group_key_of(inputs: dict[str, np.ndarray], padded_inputs: frozenset[str]) -> tuple:
     """Non-batch shapes of the inputs that must match exactly for requests to share a batch."""

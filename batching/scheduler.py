@@ -118,21 +118,24 @@ class Scheduler:
         with self._lock:
             self._accepting = True
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> bool:
         """Stop taking requests, run every one already queued, then wait for running batches
-        (not for one stuck past its execution timeout: its thread cannot be stopped)."""
+        (not for one stuck past its execution timeout: its thread cannot be stopped). False
+        when work was still running after timeout_s (real seconds; None: no limit)."""
         with self._lock:
             self._accepting = False
             leads = self._dispatch_locked()
         self._hand_off(leads)
         with self._lock:
-            while self._queues.live_requests or self._running:
-                self._drained.wait()
+            drained = self._drained.wait_for(
+                lambda: not (self._queues.live_requests or self._running), timeout_s
+            )
             pools = (self._leaders, self._runners)
             self._leaders = self._runners = None
         for pool in pools:
             if pool is not None:
-                pool.shutdown(wait=not self._held)
+                pool.shutdown(wait=False)
+        return drained
 
     @property
     def queued_requests(self) -> int:
@@ -172,6 +175,13 @@ class Scheduler:
         )
         if lead is not None:
             lead.run()
+        self.wait(request)
+        return request
+
+    def wait(self, request: PendingRequest) -> None:
+        """Block until `request` is answered, running the batches handed to its waiter
+        meanwhile; a waiter whose caller went away cancels it if it is still queued."""
+        waiter = request.waiter
         while not request.done:
             if waiter.leads:
                 waiter.leads.popleft().run()
@@ -179,7 +189,6 @@ class Scheduler:
             waiter.wait()
             if waiter.cancelled:
                 self.cancel(request)
-        return request
 
     def submit(
         self,
@@ -217,7 +226,7 @@ class Scheduler:
                 self._arrivals.arrived(request.enqueued_s, others_queued=False)
                 return request, self._lead_locked([request])
             if self.config.batches:
-                request.group_key = group_key_of(inputs, self.config.padded_inputs)
+                request.group_key = group_key_of(request.inputs, self.config.padded_inputs)
             others_queued = self._queues.live_requests > 0
             self._queues.admit(request)
             self._arrivals.arrived(request.enqueued_s, others_queued)
@@ -249,6 +258,9 @@ class Scheduler:
         deadline_s: float | None,
     ) -> PendingRequest:
         config = self.config
+        # Per-request conversions and checks, before queueing: one request's bad data fails
+        # that request alone rather than the batch it would have joined.
+        inputs = self._instances[0].prepare(inputs)
         level = priority_level or config.default_priority_level
         if not 1 <= level <= config.priority_levels:
             raise InvalidInputError(

@@ -24,7 +24,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtimes.errors import AlreadyExistsError, InvalidInputError, RegionNotFoundError
+from runtimes.errors import InvalidInputError
+from server.dataplane.errors import AlreadyExistsError, RegionNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from runtimes import datatypes
 from runtimes.datatypes import DataType
-from runtimes.errors import InvalidInputError, UnsupportedError
+from runtimes.errors import InvalidInputError
 from server._proto import grpc_service_pb2 as pb
-from server.dataplane.inference import InferenceRequest, SharedMemoryLocation
+from server.dataplane.errors import UnsupportedError
+from server.dataplane.inference import (
+    DEFAULT_LIMITS,
+    InferenceRequest,
+    InferenceResult,
+    RequestLimits,
+    SharedMemoryLocation,
+)
 from server.dataplane.shared_memory import SharedMemoryRegistry
 
 _LENGTH_PREFIX = struct.Struct("<I")
@@ -30,19 +36,6 @@ _SHARED_MEMORY_PARAMETERS = (
 _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 # Guards the element count before any allocation; the message size limit bounds real data.
 MAX_ELEMENTS = 1 << 31
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """What one inference request may carry; beyond it the request is INVALID_ARGUMENT."""
-
-    max_inputs: int = 64
-    max_tensor_elements: int = 1 << 26
-    max_tensor_bytes: int = 256 << 20
-    max_bytes_element: int = 16 << 20  # one element of a BYTES tensor
-
-
-DEFAULT_LIMITS = RequestLimits()
 
 
 def decode_infer_request(
@@ -373,12 +366,7 @@ def _int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, defau
 
 
 def encode_infer_response(
-    model_name: str,
-    model_version: str,
-    request_id: str,
-    outputs: Mapping[str, np.ndarray],
-    shared_memory_outputs: Mapping[str, SharedMemoryLocation] | None = None,
-    shared_memory: SharedMemoryRegistry | None = None,
+    result: InferenceResult, shared_memory: SharedMemoryRegistry | None = None
 ) -> pb.ModelInferResponse:
     """Outputs in the given order, each as one raw_output_contents entry.
 
@@ -388,10 +376,11 @@ def encode_infer_response(
     """
     # Filled in place: passing lists of messages to the constructor copies each one (2x slower).
     response = pb.ModelInferResponse(
-        model_name=model_name, model_version=model_version, id=request_id
+        model_name=result.model_name, model_version=result.model_version, id=result.id
     )
     raw = response.raw_output_contents
-    for name, array in outputs.items():
+    shared_memory_outputs = result.shared_memory_outputs
+    for name, array in result.outputs.items():
         datatype = datatypes.from_numpy(array.dtype)
         tensor = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
         location = shared_memory_outputs.get(name) if shared_memory_outputs else None

@@ -1,42 +1,38 @@
-"""The GRPCInferenceService servicer: thin by design.
+"""The GRPCInferenceService servicer: decode, call the data plane, encode.
 
-Each RPC converts protobuf to domain objects, calls one core function and converts back; errors
-leave through server/status.py. RPCs that are not implemented answer UNIMPLEMENTED saying so.
+Every method converts protobuf to domain objects, calls one data plane function and converts
+back; errors leave through grpc_api/status.py. Handlers run on grpc's synchronous server, one
+call per thread (grpc_api/threads.py): a call that waits for its batch blocks its thread and lends
+its run slot to the next call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
-from runtimes.errors import (
-    CapacityError,
-    InvalidInputError,
-    ModelNotFoundError,
-    NotAllowedError,
-    ShuttingDownError,
-    TensorgateError,
-    UnsupportedError,
-)
+from batching.scheduler import Lead
+from batching.waiter import Waiter
+from runtimes.errors import InvalidInputError
 from server import __version__
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
-from server.dataplane.shared_memory import SharedMemoryRegistry
+from server.dataplane.errors import UnsupportedError
+from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
+from server.dataplane.plane import DataPlane, ModelMetadata, Ticket
 from server.grpc_api import codec, status, streaming
-from server.models.manager import ModelManager
-from server.models.registry import ModelRegistry
+from server.grpc_api.threads import SlotPool
 from server.models.served import ServedModel
-from server.observability.metrics import ServerMetrics
 from server.observability.stats import Duration, ModelStats
-from server.observability.tracing import Tracing
 from server.security.audit import AuditLog
 from server.security.tokens import TokenStore
 
@@ -52,173 +48,114 @@ EXTENSIONS = (
 # The stream header with which a client asks for errors as a gRPC status that ends the stream
 # (Triton's); without it, an error is that request's error_message and the stream goes on.
 GRPC_ERROR_HEADER = "triton_grpc_error"
-
-
-class ServerState:
-    """Whether the server takes new work (flipped once, at shutdown), and how many inference
-    requests it is still answering, so that shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self.accepting = False
-        self.in_flight = 0
-        self.last_arrival_s = 0.0  # monotonic time of the last inference call, even refused
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def begin(self) -> None:
-        """A request is being answered; end() must follow (a plain pair, not a context
-        manager: this runs on every request)."""
-        self.in_flight += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        self.in_flight -= 1
-        if not self.in_flight:
-            self._idle.set()
-
-    async def wait_quiet(self, quiet_s: float, deadline_s: float) -> None:
-        """Wait until no inference call has arrived for quiet_s (or the deadline): gRPC cancels
-        calls that arrive while its server stops, so the listener closes only once clients
-        have taken their UNAVAILABLE answers and gone."""
-        while (now := time.monotonic()) < deadline_s:
-            remaining_quiet = quiet_s - (now - self.last_arrival_s)
-            if remaining_quiet <= 0:
-                return
-            await asyncio.sleep(min(remaining_quiet, deadline_s - now))
-
-    async def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no inference request is in flight; False if the time ran out first."""
-        if self._idle.is_set():
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            return False
-        return True
+# grpc's time_remaining() for a call without a deadline is about 2**63 seconds.
+_NO_DEADLINE_S = 1e12
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
-        registry: ModelRegistry,
-        state: ServerState,
-        models: ModelManager,
+        plane: DataPlane,
+        pool: SlotPool | None = None,
         *,
-        explicit_control: bool,
-        tracing: Tracing | None = None,
-        metrics: ServerMetrics | None = None,
-        shared_memory: SharedMemoryRegistry | None = None,
+        record_call: status.CallRecorder | None = None,
         stream_max_in_flight: int = streaming.DEFAULT_MAX_IN_FLIGHT,
         audit: AuditLog | None = None,
         tokens: TokenStore | None = None,
-        limits: codec.RequestLimits = codec.DEFAULT_LIMITS,
+        limits: RequestLimits = DEFAULT_LIMITS,
         max_concurrent_streams: int = 256,
+        trace_headers: bool = False,
     ) -> None:
-        self._registry = registry
-        self._state = state
-        self._models = models
-        self._explicit_control = explicit_control
-        self._tracing = tracing or Tracing()
-        self._shared_memory = shared_memory or SharedMemoryRegistry()
+        """trace_headers: pass each call's metadata to the data plane for its traceparent."""
+        self._plane = plane
+        self._pool = pool
+        self._shared_memory = plane.shared_memory
         self._stream_max_in_flight = stream_max_in_flight
-        self.record_call = metrics.grpc_call if metrics else _ignore_call
+        self.record_call = record_call or _ignore_call
         self._audit = audit or AuditLog(None)
         self._tokens = tokens
         self._limits = limits
+        self._trace_headers = trace_headers
         self._max_streams = max_concurrent_streams
         self._active_streams = 0
+        self._streams_lock = threading.Lock()
+        self._encode = functools.partial(
+            codec.encode_infer_response, shared_memory=self._shared_memory
+        )
 
     # health and metadata -----------------------------------------------------------------------
 
     @status.unary
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: object):
+    def ServerLive(self, request: pb.ServerLiveRequest, context: object):
         return pb.ServerLiveResponse(live=True)
 
     @status.unary
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: object):
-        ready = self._state.accepting and all(
-            self._registry.is_ready(name) or self._registry.is_unloaded(name)
-            for name in self._registry.names()
-        )
-        return pb.ServerReadyResponse(ready=ready)
+    def ServerReady(self, request: pb.ServerReadyRequest, context: object):
+        return pb.ServerReadyResponse(ready=self._plane.ready())
 
     @status.unary
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: object):
-        try:
-            self._registry.resolve(request.name, request.version)
-        except TensorgateError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+    def ModelReady(self, request: pb.ModelReadyRequest, context: object):
+        return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     @status.unary
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object):
+    def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object):
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
         )
 
     @status.unary
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object):
-        model = self._registry.resolve(request.name, request.version)
-        signature = model.signature
+    def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object):
+        return _metadata_response(self._plane.model_metadata(request.name, request.version))
 
-        def tensors(specs: object) -> list[pb.ModelMetadataResponse.TensorMetadata]:
-            return [
-                pb.ModelMetadataResponse.TensorMetadata(
-                    name=spec.name, datatype=spec.datatype, shape=signature.full_shape(spec)
-                )
-                for spec in specs
-            ]
-
-        versions = [str(v) for v, e in self._registry.entries(model.name).items() if e.model]
-        return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=versions,
-            platform=model.config.platform,
-            inputs=tensors(signature.inputs),
-            outputs=tensors(signature.outputs),
+    @status.unary
+    def ModelConfig(self, request: pb.ModelConfigRequest, context: object):
+        return pb.ModelConfigResponse(
+            config=self._plane.model_config(request.name, request.version)
         )
 
     @status.unary
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: object):
-        model = self._registry.resolve(request.name, request.version)
-        return pb.ModelConfigResponse(config=model.config)
-
-    @status.unary
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: object):
-        if request.name:
-            if request.version:
-                models = [self._registry.resolve(request.name, request.version)]
-            else:
-                self._registry.resolve(request.name)
-                models = [m for m in self._registry.ready_models() if m.name == request.name]
-        elif request.version:
-            raise ModelNotFoundError("a version needs a model name in ModelStatistics")
-        else:
-            models = list(self._registry.ready_models())
+    def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: object):
+        models = self._plane.statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_statistics(m) for m in models])
 
     # inference ---------------------------------------------------------------------------------
 
     @status.unary
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
-        return await self._infer(request, context)
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext):
+        return self._plane.infer(
+            request.model_name,
+            request.model_version,
+            request.id,
+            lambda: codec.decode_infer_request(request, self._shared_memory, self._limits),
+            self._encode,
+            self._call(context),
+        )
 
-    @status.bidi_streaming
     def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, request_iterator: Iterator[object], context: grpc.ServicerContext
+    ) -> Iterator[pb.ModelStreamInferResponse]:
+        """Refuse a stream beyond --max-concurrent-streams; count the open ones; answer every
+        request (grpc_api/streaming.py). Counted once in the call metrics by how it ends."""
+        name = "ModelStreamInfer"
         grpc_errors = _wants_grpc_errors(context.invocation_metadata())
+        with self._streams_lock:
+            admitted = self._active_streams < self._max_streams
+            if admitted:
+                self._active_streams += 1
+        if not admitted:
+            self.record_call(name, "RESOURCE_EXHAUSTED")
+            status.fail(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server has {self._max_streams} streams open, its limit "
+                "(--max-concurrent-streams); retry later",
+            )
 
-        async def handle(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
-
-        def on_error(
-            request: pb.ModelInferRequest, error: Exception
-        ) -> pb.ModelStreamInferResponse:
+        def on_error(request: object, error: Exception) -> pb.ModelStreamInferResponse:
             if grpc_errors:
                 raise error
             return pb.ModelStreamInferResponse(
-                error_message=status.error_message("ModelStreamInfer", error),
+                error_message=status.failure(name, error)[1],
                 infer_response=pb.ModelInferResponse(
                     model_name=getattr(request, "model_name", ""),  # "" for an undecodable one
                     model_version=getattr(request, "model_version", ""),
@@ -226,109 +163,68 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 ),
             )
 
-        return self._counted_stream(
-            streaming.serve_stream(
-                request_iterator,
-                handle,
-                on_error,
-                max_in_flight=self._stream_max_in_flight,
-                name="ModelStreamInfer",
-            )
+        answers = streaming.serve_stream(
+            request_iterator,
+            _StreamRequests(self, context),
+            on_error,
+            max_in_flight=self._stream_max_in_flight,
+            hooks=self._pool,
+            name=name,
         )
-
-    async def _counted_stream(
-        self, stream: AsyncIterator[pb.ModelStreamInferResponse]
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Refuse a stream beyond --max-concurrent-streams; count the open ones."""
-        if self._active_streams >= self._max_streams:
-            await stream.aclose()
-            raise CapacityError(
-                f"the server has {self._active_streams} streams open, its limit "
-                "(--max-concurrent-streams); retry later"
-            )
-        self._active_streams += 1
+        code, message = grpc.StatusCode.OK, ""
         try:
-            async with contextlib.aclosing(stream):
-                async for response in stream:
-                    yield response
-        finally:
-            self._active_streams -= 1
-
-    async def _infer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
-        """The core of ModelInfer and of each request of a ModelStreamInfer stream (one frame:
-        this runs on every request)."""
-        status.check_decoded(request)
-        state = self._state
-        arrived_s = state.last_arrival_s = time.monotonic()
-        if not state.accepting:
-            raise ShuttingDownError("server is shutting down")
-        remaining_s = context.time_remaining()
-        deadline_s = arrived_s + remaining_s if remaining_s is not None else None
-        model = self._registry.resolve(request.model_name, request.model_version)
-        state.begin()
-        model.request_started()
-        tracing = self._tracing
-        try:
-            with tracing.request(context, model.name, model.version, request.id) as span:
-                with tracing.span("decode"):
-                    inference = codec.decode_infer_request(
-                        request, self._shared_memory, self._limits
-                    )
-                outputs = await model.infer(inference, deadline_s, span)
-                with tracing.span("encode"):
-                    response = codec.encode_infer_response(
-                        model.name,
-                        str(model.version),
-                        request.id,
-                        outputs,
-                        inference.shared_memory_outputs,
-                        self._shared_memory,
-                    )
-        except BaseException as error:
-            model.request_finished(arrived_s, error)
+            yield from answers
+        except GeneratorExit:
+            code = grpc.StatusCode.CANCELLED
             raise
+        except Exception as error:
+            code, message = status.failure(name, error)
         finally:
-            state.end()
-        model.request_finished(arrived_s, None)
-        return response
+            with self._streams_lock:
+                self._active_streams -= 1
+            self.record_call(name, code.name)
+        if code is not grpc.StatusCode.OK:
+            status.fail(context, code, message)
 
-    # extensions not implemented yet --------------------------------------------------------------
+    def _call(self, context: grpc.ServicerContext) -> Call:
+        """The data plane's view of a gRPC call: its deadline, the waiter of its thread (which
+        cancels the request if the client goes away while it waits), its trace context."""
+        remaining = context.time_remaining()
+        deadline_s = time.monotonic() + remaining if remaining < _NO_DEADLINE_S else None
+        hooks = _CallHooks(self._pool, context)
+        waiter = hooks.waiter = Waiter(hooks=hooks)
+        headers = context.invocation_metadata() if self._trace_headers else None
+        return Call(deadline_s, waiter, headers)
 
-    # repository control -------------------------------------------------------------------------
+    # repository control ------------------------------------------------------------------------
 
     @status.unary
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: object):
+    def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: object):
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
                     name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
                 )
-                for entry in self._models.index(ready_only=request.ready)
+                for entry in self._plane.repository_index(ready_only=request.ready)
             ]
         )
 
     @status.unary
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: object):
+    def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: object):
         override = "config" in request.parameters
         with self._audited(context, "RepositoryModelLoad", request.model_name, override):
-            self._require_explicit_control("RepositoryModelLoad")
-            await self._models.load(request.model_name, _config_override(request.parameters))
+            self._plane.load_model(request.model_name, _config_override(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
-    async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, context: object
-    ):
+    def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: object):
         with self._audited(context, "RepositoryModelUnload", request.model_name):
-            self._require_explicit_control("RepositoryModelUnload")
-            await self._models.unload(request.model_name)
+            self._plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     def _audited(
         self,
-        context: grpc.aio.ServicerContext,
+        context: grpc.ServicerContext,
         action: str,
         model: str = "",
         override: bool = False,
@@ -342,17 +238,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         name = identity.name if identity else "anonymous"
         return self._audit.action(context.peer(), name, action, model=model, **extra)
 
-    def _require_explicit_control(self, rpc: str) -> None:
-        if not self._explicit_control:
-            raise NotAllowedError(
-                f"{rpc} needs --model-control-mode explicit; this server's models follow "
-                "its start-up load or the repository on disk"
-            )
-
     # system shared memory ------------------------------------------------------------------------
 
     @status.unary
-    async def SystemSharedMemoryStatus(
+    def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: object
     ):
         Region = pb.SystemSharedMemoryStatusResponse.RegionStatus
@@ -369,8 +258,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     @status.unary
-    async def SystemSharedMemoryRegister(
-        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.ServicerContext
     ):
         with self._audited(context, "SystemSharedMemoryRegister", region=request.name):
             self._shared_memory.register(
@@ -379,8 +268,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.SystemSharedMemoryRegisterResponse()
 
     @status.unary
-    async def SystemSharedMemoryUnregister(
-        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.ServicerContext
     ):
         with self._audited(context, "SystemSharedMemoryUnregister", region=request.name):
             self._shared_memory.unregister(request.name)
@@ -389,23 +278,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # extensions not implemented -------------------------------------------------------------------
 
     @status.unary
-    async def CudaSharedMemoryStatus(self, request: object, context: object):
+    def CudaSharedMemoryStatus(self, request: object, context: object):
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    async def CudaSharedMemoryRegister(self, request: object, context: object):
+    def CudaSharedMemoryRegister(self, request: object, context: object):
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    async def CudaSharedMemoryUnregister(self, request: object, context: object):
+    def CudaSharedMemoryUnregister(self, request: object, context: object):
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    async def TraceSetting(self, request: object, context: object):
+    def TraceSetting(self, request: object, context: object):
         raise UnsupportedError("trace settings are not supported yet")
 
     @status.unary
-    async def LogSettings(self, request: object, context: object):
+    def LogSettings(self, request: object, context: object):
         raise UnsupportedError("log settings are not supported yet")
 
 
@@ -413,6 +302,74 @@ _NO_CUDA_SHARED_MEMORY = (
     "CUDA shared memory is not supported: this server cannot map a client's GPU memory (that "
     "needs CUDA IPC through a CUDA runtime, which it does not use); use system shared memory"
 )
+
+
+class _CallHooks:
+    """A call's waiter hooks: lend the thread's run slot while it blocks, and on its first
+    block, ask grpc to tell the waiter if the client goes away."""
+
+    __slots__ = ("_context", "_pool", "_watching", "waiter")
+
+    def __init__(self, pool: SlotPool | None, context: grpc.ServicerContext) -> None:
+        self._pool = pool
+        self._context = context
+        self._watching = False
+        self.waiter: Waiter | None = None
+
+    def blocking(self) -> None:
+        if not self._watching:
+            self._watching = True
+            self._context.add_callback(self._terminated)
+        if self._pool is not None:
+            self._pool.blocking()
+
+    def resumed(self) -> None:
+        if self._pool is not None:
+            self._pool.resumed()
+
+    def _terminated(self) -> None:
+        """The call ended (answered, or the client went away); harmless once answered."""
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.cancelled = True
+            waiter.notify()
+
+
+class _StreamRequests:
+    """The data plane calls behind one stream (grpc_api/streaming.py's StreamHandler)."""
+
+    def __init__(self, servicer: InferenceServicer, context: grpc.ServicerContext) -> None:
+        self._servicer = servicer
+        self._plane = servicer._plane
+        remaining = context.time_remaining()
+        self._deadline_s = time.monotonic() + remaining if remaining < _NO_DEADLINE_S else None
+        self._headers = context.invocation_metadata() if servicer._trace_headers else None
+
+    def start(self, request: Any, waiter: Waiter) -> tuple[Ticket, Lead | None]:
+        status.check_decoded(request)
+        servicer = self._servicer
+        return self._plane.submit(
+            request.model_name,
+            request.model_version,
+            request.id,
+            lambda: codec.decode_infer_request(request, servicer._shared_memory, servicer._limits),
+            Call(self._deadline_s, waiter, self._headers),
+        )
+
+    def finish(self, ticket: Ticket) -> pb.ModelStreamInferResponse:
+        response = self._plane.complete(ticket, self._servicer._encode)
+        return pb.ModelStreamInferResponse(infer_response=response)
+
+    def cancel(self, ticket: Ticket) -> None:
+        ticket.model.scheduler.cancel(ticket.pending)
+
+    def discard(self, ticket: Ticket) -> None:
+        with contextlib.suppress(Exception):  # its outcome is counted; nobody is there to tell
+            self._plane.complete(ticket, _nothing)
+
+
+def _nothing(result: object) -> None:
+    return None
 
 
 def _ignore_call(method: str, code: str) -> None:
@@ -445,6 +402,24 @@ def _config_override(
         raise InvalidInputError(
             f"load parameter 'config' is not a valid model config: {exc}"
         ) from exc
+
+
+def _metadata_response(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    def tensors(items: object) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        return [
+            pb.ModelMetadataResponse.TensorMetadata(
+                name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
+            )
+            for tensor in items  # type: ignore[attr-defined]
+        ]
+
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=tensors(metadata.inputs),
+        outputs=tensors(metadata.outputs),
+    )
 
 
 def _statistics(model: ServedModel) -> pb.ModelStatistics:

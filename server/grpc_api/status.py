@@ -1,18 +1,20 @@
-"""Errors to gRPC status, in one place.
+"""Errors to gRPC status, in one place, and the one way a call is failed.
 
 A TensorgateError becomes its kind's status with its own (client-safe) message. Anything else is
 a bug: it is logged with its traceback and answered INTERNAL with a generic message, so nothing
 internal leaks to the client.
+
+Every handler fails its call through `fail`, after its `except` block has ended: the block keeps
+only the code and the message, so no frame is left holding the error (and, through its
+traceback, the frames that hold the request).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal server error; the server log has the details"
 
 T = TypeVar("T")
+CallRecorder = Callable[[str, str], None]
 
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -32,120 +35,42 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-def _log_unexpected(method: str, error: BaseException) -> None:
+def failure(method: str, error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status an error leaves as; an unexpected one is logged with its traceback."""
     if not isinstance(error, TensorgateError):
         log.error("unexpected error in %s", method, exc_info=error)
+    return status_of(error)
 
 
-# Aborting. Every wrapper aborts after its `except` block, having dropped its reference to the
-# request. grpc.aio keeps the AbortError that abort() raises in a reference cycle (through the
-# call's state), so whatever that exception reaches stays until a full garbage collection. Raised
-# inside the `except`, it would reach the error being handled, its traceback's frames and the
-# request they hold: under a stream of large malformed requests that piled up tens of MiB between
-# collections (tests/inprocess/test_error_memory.py).
-def _failure(
-    method: str, error: Exception, record: Callable[[str, str], None]
-) -> tuple[grpc.StatusCode, str]:
-    """The status an error leaves as (counted, and logged if unexpected)."""
-    _log_unexpected(method, error)
-    code, message = status_of(error)
-    record(method, code.name)
-    return code, message
+def fail(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with a status (grpc's abort raises; its server catches it)."""
+    context.abort(code, message)
+    raise AssertionError("abort returned")  # pragma: no cover - abort always raises
 
 
 def check_decoded(request: object) -> None:
-    """Refuse a request whose bytes did not decode (see server/registration.py)."""
+    """Refuse a request whose bytes did not decode (see grpc_api/registration.py)."""
     if isinstance(request, Undecodable):
         raise InvalidInputError(f"the request is not a valid {request.message_type} message")
 
 
-def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def unary(method: Callable[..., T]) -> Callable[..., T]:
     """Wrap a unary RPC method so every exception leaves as a precise status. The servicer's
-    `record_call(method, code)` (if it has one) counts every call by its outcome."""
+    `record_call(method, code)` counts every call by its outcome."""
     name = method.__name__
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        record = self.record_call
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> T:
+        record: CallRecorder = self.record_call
         try:
             check_decoded(request)
-            response = await method(self, request, context)
-        except asyncio.CancelledError:
-            record(name, "CANCELLED")
-            raise
-        except grpc.aio.AbortError:
-            raise
+            response = method(self, request, context)
         except Exception as error:
-            code, message = _failure(name, error, record)
+            code, message = failure(name, error)
         else:
             record(name, "OK")
             return response
-        del request  # see "Aborting" above _failure
-        await context.abort(code, message)
+        record(name, code.name)
+        fail(context, code, message)
 
     return wrapper
-
-
-def streaming(
-    method: Callable[..., AsyncIterator[T]],
-) -> Callable[..., AsyncIterator[T]]:
-    """Wrap a response-streaming RPC method the same way."""
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[T]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as error:
-            _log_unexpected(method.__name__, error)
-            code, message = status_of(error)
-        else:
-            return
-        del request  # see "Aborting" above _failure
-        await context.abort(code, message)
-
-    return wrapper
-
-
-def bidi_streaming(
-    method: Callable[..., AsyncIterator[T]],
-) -> Callable[..., AsyncIterator[T]]:
-    """Wrap a bidirectional-streaming RPC method: an error that ends the stream leaves as its
-    precise status, and the call is counted once by its outcome (`record_call`). The method's
-    generator is always closed, so its cleanup runs when the client cancels mid-stream."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: Any, request_iterator: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[T]:
-        record = self.record_call
-        try:
-            async with contextlib.aclosing(method(self, request_iterator, context)) as stream:
-                async for item in stream:
-                    yield item
-        except (asyncio.CancelledError, GeneratorExit):
-            record(name, "CANCELLED")
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            code, message = _failure(name, error, record)
-        else:
-            record(name, "OK")
-            return
-        del request_iterator  # see "Aborting" above _failure
-        await context.abort(code, message)
-
-    return wrapper
-
-
-def error_message(method: str, error: Exception) -> str:
-    """The client-facing message of an error answered inside a stream (the stream goes on);
-    an unexpected error is logged with its traceback, as for a status."""
-    _log_unexpected(method, error)
-    return status_of(error)[1]

@@ -1,12 +1,11 @@
 """Turn a ModelSource on disk into running ServedModel versions.
 
-Session creation blocks for a while, so runtime instances are built on a worker thread; the
-scheduler is started on the event loop.
+Runs on the thread that asked for the load (start-up, the watcher, a RepositoryModelLoad call);
+requests keep being served meanwhile on their own threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -64,12 +63,12 @@ def select_versions(given: mc.ModelConfig | None, available: list[int]) -> list[
     return available[-max(1, policy.latest.num_versions) :]
 
 
-async def load_version(
+def load_version(
     source: ModelSource, version: int, given: mc.ModelConfig | None, options: LoadOptions
 ) -> ServedModel:
     """Load one version: runtimes on a thread, then a started scheduler. Raises ModelLoadError."""
     started = time.monotonic()
-    config, instances = await asyncio.to_thread(_build_instances, source, version, given, options)
+    config, instances = _build_instances(source, version, given, options)
     stats = ModelStats()
     metrics = (
         options.metrics.for_model(source.name, version) if options.metrics else NullModelMetrics()
@@ -80,12 +79,10 @@ async def load_version(
     scheduler = Scheduler(
         source.name,
         instances,
-        model_config.batching_config_of(
-            config, all(instance.metadata().predictable_cost for instance in instances)
-        ),
+        model_config.batching_config_of(config),
         observer=FanOut(*observers),
     )
-    await scheduler.start()
+    scheduler.start()
     model = ServedModel(
         name=source.name,
         version=version,

@@ -1,6 +1,7 @@
 """Loads, reloads and unloads models, keeping the registry and health in step.
 
-Every change to one model runs under that model's lock, so concurrent loads and unloads of the
+Every change to one model runs under that model's lock (on the calling thread: start-up, the
+repository watcher, a RepositoryModelLoad call), so concurrent loads and unloads of the
 same model are serialised. A swap never leaves a gap: the new version is loaded and warmed up,
 published atomically, and only then is the old one retired and drained (it finishes every
 request it had accepted). A load that fails leaves whatever was serving in place.
@@ -8,17 +9,17 @@ request it had accepted). A load that fails leaves whatever was serving in place
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import time
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
-
-from runtimes.errors import ModelLoadError, ModelNotFoundError, TensorgateError
+from runtimes.errors import ModelLoadError, TensorgateError
 from server._proto import model_config_pb2 as mc
+from server.dataplane.errors import ModelNotFoundError
 from server.models import loader, repository
 from server.models.loader import LoadOptions
 from server.models.registry import UNLOADED, ModelRegistry, ModelState
@@ -26,8 +27,7 @@ from server.models.repository import Fingerprint
 
 log = logging.getLogger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+ReadinessListener = Callable[[str, bool], None]
 
 
 @dataclass(frozen=True)
@@ -44,22 +44,28 @@ class ModelManager:
     def __init__(
         self,
         registry: ModelRegistry,
-        health: HealthServicer,
         options: LoadOptions,
         repository_root: Path,
+        on_readiness: ReadinessListener | None = None,
     ) -> None:
+        """on_readiness(model, ready) is told of every model whose readiness may have changed
+        (a front end's health service follows it)."""
         self._registry = registry
-        self._health = health
+        self._on_readiness = on_readiness
         self._options = options
         self._root = repository_root
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_lock = threading.Lock()
+        # At shutdown: when draining must end, and whether some version had to be abandoned.
+        self._deadline_s: float | None = None
+        self._abandoned = False
         # What each serving version was loaded from: (config, version directory) fingerprints.
         self._loaded_from: dict[str, dict[int, tuple[object, Fingerprint]]] = {}
 
     def model_names_on_disk(self) -> list[str]:
         return sorted(repository.discover(self._root))
 
-    async def load(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
+    def load(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
         """Bring model `name` in line with its directory: load new versions, reload changed
         ones, retire versions its policy no longer selects (only once something serves).
 
@@ -67,29 +73,36 @@ class ModelManager:
         """
         if not (self._root / name).is_dir() and not self._registry.entries(name):
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
-        async with self._locks[name]:
+        with self._lock_of(name):
             try:
-                await self._load_locked(name, config_override)
+                self._load_locked(name, config_override)
             finally:
-                await self._update_health(name)
+                self._update_health(name)
 
-    async def unload(self, name: str) -> None:
+    def unload(self, name: str) -> None:
         """Retire every version of `name`; each finishes the requests it had accepted."""
         if not self._registry.entries(name):
             raise ModelNotFoundError(f"unknown model '{name}'")
-        async with self._locks[name]:
+        with self._lock_of(name):
             for version in list(self._registry.serving(name)):
-                await self._retire(name, version)
+                self._retire(name, version)
             for version, entry in self._registry.entries(name).items():
                 if entry.state is ModelState.UNAVAILABLE:  # failed loads count as unloaded too
                     self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
             self._loaded_from.pop(name, None)
-            await self._update_health(name)
+            self._update_health(name)
 
-    async def unload_all(self) -> None:
-        for name in self._registry.names():
-            if self._registry.serving(name):
-                await self.unload(name)
+    def unload_all(self, deadline_s: float | None = None) -> bool:
+        """Retire every model (server shutdown); False when some version still had work
+        running at the monotonic deadline (it is left to the process's exit)."""
+        self._deadline_s = deadline_s
+        try:
+            for name in self._registry.names():
+                if self._registry.serving(name):
+                    self.unload(name)
+        finally:
+            self._deadline_s = None
+        return not self._abandoned
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model in the repository or the registry, one entry per known version."""
@@ -106,7 +119,7 @@ class ModelManager:
 
     # ---------------------------------------------------------------------------------------------
 
-    async def _load_locked(self, name: str, config_override: mc.ModelConfig | None) -> None:
+    def _load_locked(self, name: str, config_override: mc.ModelConfig | None) -> None:
         model_dir = self._root / name
         if not model_dir.is_dir():
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
@@ -134,15 +147,13 @@ class ModelManager:
             if version in serving_before and loaded_from.get(version) == origin:
                 continue
             try:
-                await self._load_version(
-                    source, version, given, replacing=version in serving_before
-                )
+                self._load_version(source, version, given, replacing=version in serving_before)
             except TensorgateError as error:
                 failures.append(error)
                 continue
             loaded_from[version] = origin
         if failures:
-            await self._fall_back(source, given, wanted, loaded_from)
+            self._fall_back(source, given, wanted, loaded_from)
         serving = self._registry.serving(name)
         if failures:
             # Whatever served before keeps serving; nothing is retired on a failed load.
@@ -153,10 +164,10 @@ class ModelManager:
                 + f" (versions serving: {still})"
             )
         for version in set(serving) - set(wanted):
-            await self._retire(name, version)
+            self._retire(name, version)
             loaded_from.pop(version, None)
 
-    async def _fall_back(
+    def _fall_back(
         self,
         source: repository.ModelSource,
         given: mc.ModelConfig | None,
@@ -174,7 +185,7 @@ class ModelManager:
             if len(self._registry.serving(source.name)) >= len(wanted):
                 return
             try:
-                await self._load_version(source, version, given, replacing=False)
+                self._load_version(source, version, given, replacing=False)
             except TensorgateError:
                 continue
             loaded_from[version] = (
@@ -187,7 +198,7 @@ class ModelManager:
                 version,
             )
 
-    async def _load_version(
+    def _load_version(
         self,
         source: repository.ModelSource,
         version: int,
@@ -199,7 +210,7 @@ class ModelManager:
         if not replacing:
             self._registry.mark(name, version, ModelState.LOADING)
         try:
-            model = await loader.load_version(source, version, given, self._options)
+            model = loader.load_version(source, version, given, self._options)
         except Exception as error:
             reason = str(error) if isinstance(error, TensorgateError) else "unexpected load failure"
             if not isinstance(error, TensorgateError):
@@ -215,13 +226,15 @@ class ModelManager:
         previous = self._registry.publish(model)
         if previous is not None:
             log.info("model '%s' version %d reloaded; draining the previous load", name, version)
-            await previous.stop()
+            previous.stop()
 
-    async def _retire(self, name: str, version: int) -> None:
+    def _retire(self, name: str, version: int) -> None:
         model = self._registry.retire(name, version)
         if model is not None:
             log.info("unloading model '%s' version %d (draining)", name, version)
-            await model.stop()
+            if not model.stop(self._time_left()):
+                self._abandoned = True
+                log.error("model '%s' version %d: work still running; abandoned", name, version)
         self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
         log.info("unloaded model '%s' version %d", name, version)
 
@@ -238,5 +251,15 @@ class ModelManager:
         for version in source_versions:
             self._registry.mark(name, version, ModelState.UNAVAILABLE, str(error))
 
-    async def _update_health(self, name: str) -> None:
-        await self._health.set(name, SERVING if self._registry.is_ready(name) else NOT_SERVING)
+    def _update_health(self, name: str) -> None:
+        if self._on_readiness is not None:
+            self._on_readiness(name, self._registry.is_ready(name))
+
+    def _time_left(self) -> float | None:
+        if self._deadline_s is None:
+            return None
+        return max(0.0, self._deadline_s - time.monotonic())
+
+    def _lock_of(self, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks[name]

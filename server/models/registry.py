@@ -9,10 +9,12 @@ ServedModel here only until it has drained.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from runtimes.errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
+from runtimes.errors import InvalidInputError
+from server.dataplane.errors import ModelNotFoundError, ModelNotReadyError
 from server.models.served import ServedModel
 
 UNLOADED = "unloaded"
@@ -33,10 +35,13 @@ class VersionEntry:
 
 
 class ModelRegistry:
-    """The single owner of which versions exist and which serve. Used on the event loop only,
-    so every change below is atomic with respect to requests."""
+    """The single owner of which versions exist and which serve. Changes and reads take one
+    lock, so a request never sees a change half made; the hot path (resolve by name, no
+    version) reads a cache without it, which a change empties under the lock, and which is
+    filled only under the lock (so it never holds what a change has just replaced)."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self._models: dict[str, dict[int, VersionEntry]] = {}
         # resolve(name) without a version, looked up on every request: emptied on every change.
         self._latest_ready: dict[str, ServedModel] = {}
@@ -45,51 +50,58 @@ class ModelRegistry:
 
     def mark(self, name: str, version: int, state: ModelState, reason: str = "") -> None:
         """Set a version's state; UNAVAILABLE drops its model."""
-        self._latest_ready.clear()
-        entry = self._models.setdefault(name, {}).setdefault(version, VersionEntry(state))
-        entry.state, entry.reason = state, reason
-        if state is ModelState.UNAVAILABLE:
-            entry.model = None
+        with self._lock:
+            self._latest_ready.clear()
+            entry = self._models.setdefault(name, {}).setdefault(version, VersionEntry(state))
+            entry.state, entry.reason = state, reason
+            if state is ModelState.UNAVAILABLE:
+                entry.model = None
 
     def note(self, name: str, version: int, reason: str) -> None:
         """Attach a reason to a version without changing its state (a failed reload)."""
-        self._models[name][version].reason = reason
+        with self._lock:
+            self._models[name][version].reason = reason
 
     def publish(self, model: ServedModel) -> ServedModel | None:
         """Make `model` the READY model of its version; return the one it replaces, if any,
         which takes no new requests from now on and must be drained by the caller."""
-        self._latest_ready.clear()
-        entry = self._models.setdefault(model.name, {}).setdefault(
-            model.version, VersionEntry(ModelState.READY)
-        )
-        previous = entry.model
-        entry.state, entry.reason, entry.model = ModelState.READY, "", model
-        return previous
+        with self._lock:
+            self._latest_ready.clear()
+            entry = self._models.setdefault(model.name, {}).setdefault(
+                model.version, VersionEntry(ModelState.READY)
+            )
+            previous = entry.model
+            entry.state, entry.reason, entry.model = ModelState.READY, "", model
+            return previous
 
     def retire(self, name: str, version: int) -> ServedModel | None:
         """Stop handing a version to requests (UNLOADING); return its model for draining."""
-        self._latest_ready.clear()
-        entry = self._models.get(name, {}).get(version)
-        if entry is None:
-            return None
-        entry.state, entry.reason = ModelState.UNLOADING, ""
-        return entry.model
+        with self._lock:
+            self._latest_ready.clear()
+            entry = self._models.get(name, {}).get(version)
+            if entry is None:
+                return None
+            entry.state, entry.reason = ModelState.UNLOADING, ""
+            return entry.model
 
-    # reads ----------------------------------------------------------------------------------------
+    # reads ------------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        return sorted(self._models)
+        with self._lock:
+            return sorted(self._models)
 
     def entries(self, name: str) -> dict[int, VersionEntry]:
-        return dict(sorted(self._models.get(name, {}).items()))
+        with self._lock:
+            return dict(sorted(self._models.get(name, {}).items()))
 
     def serving(self, name: str) -> dict[int, ServedModel]:
         """READY versions of a model and their models."""
-        return {
-            version: entry.model
-            for version, entry in self.entries(name).items()
-            if entry.state is ModelState.READY and entry.model is not None
-        }
+        with self._lock:
+            return {
+                version: entry.model
+                for version, entry in self.entries(name).items()
+                if entry.state is ModelState.READY and entry.model is not None
+            }
 
     def ready_models(self) -> Iterator[ServedModel]:
         for name in self.names():
@@ -101,18 +113,24 @@ class ModelRegistry:
 
     def is_unloaded(self, name: str) -> bool:
         """True when every version of the model was unloaded on purpose."""
-        entries = self._models.get(name, {}).values()
-        return bool(entries) and all(e.reason == UNLOADED for e in entries)
+        with self._lock:
+            entries = self._models.get(name, {}).values()
+            return bool(entries) and all(e.reason == UNLOADED for e in entries)
 
     def resolve(self, name: str, version: str = "") -> ServedModel:
         """The model version a request names: an explicit version, or the highest ready one."""
-        versions = self._models.get(name)
-        if versions is None:
-            raise ModelNotFoundError(f"unknown model '{name}'")
         if not version:
             latest = self._latest_ready.get(name)
             if latest is not None:
                 return latest
+        with self._lock:
+            return self._resolve_locked(name, version)
+
+    def _resolve_locked(self, name: str, version: str) -> ServedModel:
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFoundError(f"unknown model '{name}'")
+        if not version:
             ready = self.serving(name)
             if not ready:
                 reasons = "; ".join(

@@ -7,7 +7,7 @@ directories are unloaded.
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class ModelControl(Protocol):
-    async def load(self, name: str) -> None: ...
+    def load(self, name: str) -> None: ...
 
-    async def unload(self, name: str) -> None: ...
+    def unload(self, name: str) -> None: ...
 
 
 class RepositoryWatcher:
@@ -34,8 +34,8 @@ class RepositoryWatcher:
         # taken for removed.
         self._previous: dict[str, ModelFingerprint | None] = {}
         self._applied: dict[str, ModelFingerprint | None] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.scans = 0
 
     def mark_applied(self) -> None:
@@ -45,27 +45,24 @@ class RepositoryWatcher:
         self._applied = dict(self._previous)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="repository-watcher")
+        self._thread = threading.Thread(target=self._run, name="repository-watcher", daemon=True)
+        self._thread.start()
 
-    async def stop(self) -> None:
-        """Stop polling; a scan in progress finishes first, so no load is cut in half."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop polling; a scan in progress finishes first (up to timeout_s), so no load is
+        cut in half."""
         self._stopping.set()
-        if self._task is not None:
-            await self._task
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
             try:
-                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
-                return
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await self.scan_once()
+                self.scan_once()
             except Exception:
                 log.exception("repository scan failed; trying again next poll")
 
-    async def scan_once(self) -> None:
+    def scan_once(self) -> None:
         """One poll: act on every model whose directory is stable and differs from what was
         applied; unload models whose directory is gone."""
         snapshot = self._snapshot()
@@ -74,13 +71,13 @@ class RepositoryWatcher:
             if stable and self._applied.get(name) != current:
                 self._applied[name] = current
                 try:
-                    await self._models.load(name)
+                    self._models.load(name)
                 except TensorgateError as error:
                     log.error("poll: model '%s' not loaded: %s", name, error)
         for name in set(self._applied) - set(snapshot):
             del self._applied[name]
             try:
-                await self._models.unload(name)
+                self._models.unload(name)
             except TensorgateError as error:
                 log.error("poll: model '%s' not unloaded: %s", name, error)
         self._previous = snapshot

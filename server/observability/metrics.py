@@ -1,14 +1,14 @@
 """Prometheus metrics: one CollectorRegistry per server instance (never the global one).
 
-Per-request and per-batch updates go through lock-free children (server/instruments.py) bound
-once per model version, so the hot path does no label lookups and takes no locks. Queue depths,
+Per-request and per-batch updates go through plain children (observability/instruments.py)
+bound once per model version and updated under one lock per model version, so the hot path does
+no label lookups and takes one uncontended lock. Queue depths,
 requests in flight and model states are read when Prometheus scrapes, by a collector, so they
 cost the request path nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -57,8 +57,6 @@ _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 def outcome_of(error: BaseException | None) -> str:
     if error is None:
         return SUCCESS
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
     if isinstance(error, TensorgateError):
         return OUTCOME_OF_KIND.get(error.kind, INTERNAL)
     return INTERNAL
@@ -77,21 +75,24 @@ class ModelMetrics:
         self._inferences = metrics.inferences.child(*labels)
         self._executions = metrics.executions.child(*labels)
         self._load_seconds = metrics.load_seconds.labels(*labels)
+        self._lock = threading.Lock()
 
     def request_finished(self, outcome: str, seconds: float) -> None:
-        self._requests[outcome].value += 1
-        self._request_seconds.observe(seconds)
+        with self._lock:
+            self._requests[outcome].value += 1
+            self._request_seconds.observe(seconds)
 
     def batch_completed(self, report: BatchReport) -> None:
         if not report.succeeded:
             return
-        observe_queued = self._queue_seconds.observe
-        for queued in report.queue_s:
-            observe_queued(queued)
-        self._compute_seconds.observe(report.infer_s)
-        self._batch_rows.observe(report.batch_rows)
-        self._inferences.value += report.batch_rows
-        self._executions.value += 1
+        with self._lock:
+            observe_queued = self._queue_seconds.observe
+            for queued in report.queue_s:
+                observe_queued(queued)
+            self._compute_seconds.observe(report.infer_s)
+            self._batch_rows.observe(report.batch_rows)
+            self._inferences.value += report.batch_rows
+            self._executions.value += 1
 
     def loaded(self, seconds: float) -> None:
         self._load_seconds.set(seconds)
@@ -113,8 +114,8 @@ class NullModelMetrics:
 class ServerMetrics:
     """Every metric family of one server, in its own registry.
 
-    The families updated per request or per batch are lock-free (server/instruments.py) and
-    must only be updated on the event loop thread.
+    The families updated per request or per batch are plain numbers
+    (observability/instruments.py), updated under their owner's lock.
     """
 
     def __init__(self) -> None:
@@ -170,6 +171,7 @@ class ServerMetrics:
             registry=self.registry,
         )
         self._call_children: dict[tuple[str, str], LocalCounter] = {}
+        self._calls_lock = threading.Lock()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         _register_gpu_collector(self.registry)
@@ -179,10 +181,11 @@ class ServerMetrics:
         return ModelMetrics(self, name, str(version))
 
     def grpc_call(self, method: str, code: str) -> None:
-        child = self._call_children.get((method, code))
-        if child is None:
-            child = self._call_children[(method, code)] = self.grpc_calls.child(method, code)
-        child.value += 1
+        with self._calls_lock:
+            child = self._call_children.get((method, code))
+            if child is None:
+                child = self._call_children[(method, code)] = self.grpc_calls.child(method, code)
+            child.value += 1
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

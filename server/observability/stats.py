@@ -1,11 +1,13 @@
 """Per model version statistics, in the shape ModelStatistics reports them (Triton's semantics).
 
 Every request in a batch is charged the batch's compute durations, as Triton does; counts and
-durations only grow. Updated on the event loop thread only, so no locking is needed.
+durations only grow. Updated from the threads that run batches and answer requests, under one
+lock per model version; read without it (a report may show one update half applied).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -43,10 +45,15 @@ class ModelStats:
     execution_count: int = 0
     last_inference_ms: int = 0
     batch_stats: dict[int, BatchSizeStats] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def batch_completed(self, report: BatchReport) -> None:
         if not report.succeeded:
             return
+        with self._lock:
+            self._add_batch(report)
+
+    def _add_batch(self, report: BatchReport) -> None:
         requests = len(report.queue_s)
         self.queue.count += requests
         self.queue.ns += int(sum(report.queue_s) * 1e9)
@@ -64,7 +71,9 @@ class ModelStats:
         per_size.compute_output.add(report.split_s)
 
     def request_succeeded(self, seconds: float) -> None:
-        self.success.add(seconds)
+        with self._lock:
+            self.success.add(seconds)
 
     def request_failed(self, seconds: float) -> None:
-        self.fail.add(seconds)
+        with self._lock:
+            self.fail.add(seconds)

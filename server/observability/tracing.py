@@ -1,9 +1,9 @@
 """OpenTelemetry traces for inference requests.
 
-One TracerProvider per server instance (never the global one). A ModelInfer call gets a server
-span that continues the caller's W3C traceparent, with child spans for decode, queue wait and
-encode; each executed batch gets its own span linked to every request span it served, and each
-request span records the size of the batch it ran in. With the exporter "none" nothing is
+One TracerProvider per server instance (never the global one). An inference request gets a
+server span that continues the caller's W3C traceparent (gRPC metadata or HTTP headers), with
+child spans for decode, queue wait and encode; each executed batch gets its own span linked to
+every request span it served, and each request span records the size of the batch it ran in. With the exporter "none" nothing is
 created at all, so tracing costs the request path nothing when it is off.
 """
 
@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -24,7 +23,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from batching.observer import BatchReport
-from server.observability.metrics import SUCCESS, outcome_of
+from server.observability.metrics import SUCCESS
 
 EXPORTERS = ("none", "console", "otlp")
 # Monotonic seconds (the scheduler's clock) to epoch nanoseconds (OpenTelemetry's timestamps).
@@ -32,8 +31,7 @@ _EPOCH_OFFSET_NS = time.time_ns() - time.monotonic_ns()
 _NOTHING = contextlib.nullcontext()
 
 
-class HasMetadata(Protocol):
-    def invocation_metadata(self) -> Sequence[tuple[str, Any]] | None: ...
+RequestSpan = trace.Span
 
 
 def _epoch_ns(monotonic_s: float) -> int:
@@ -65,45 +63,45 @@ class Tracing:
         self._tracer = provider.get_tracer("tensorgate")
         self._propagator = TraceContextTextMapPropagator()
 
-    def request(
-        self, call: HasMetadata, model: str, version: int, request_id: str
-    ) -> contextlib.AbstractContextManager[trace.Span | None]:
-        """The server span of one inference request, current for the duration of the block;
-        its parent is the caller's traceparent from the call's metadata."""
+    def start_request(
+        self,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+        model: str,
+        version: int,
+        request_id: str,
+    ) -> RequestSpan | None:
+        """The server span of one inference request, continuing the caller's traceparent from
+        `headers`; end it with end_request. None when tracing is off."""
         if not self.enabled:
-            return _NOTHING
-        return self._request_span(call.invocation_metadata(), model, version, request_id)
-
-    @contextlib.contextmanager
-    def _request_span(
-        self, metadata: Sequence[tuple[str, Any]] | None, model: str, version: int, request_id: str
-    ) -> Iterator[trace.Span]:
-        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-        parent = self._propagator.extract(carrier)
+            return None
+        items = headers.items() if isinstance(headers, Mapping) else headers or ()
+        carrier = {key.lower(): value for key, value in items if isinstance(value, str)}
         attributes = {"tensorgate.model": model, "tensorgate.version": str(version)}
         if request_id:
             attributes["tensorgate.request_id"] = request_id
-        with self._tracer.start_as_current_span(
+        return self._tracer.start_span(
             "ModelInfer",
-            context=parent,
+            context=self._propagator.extract(carrier),
             kind=SpanKind.SERVER,
             attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except BaseException as error:
-                span.set_attribute("tensorgate.outcome", outcome_of(error))
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-                raise
-            span.set_attribute("tensorgate.outcome", SUCCESS)
+        )
 
-    def span(self, name: str) -> contextlib.AbstractContextManager[object]:
-        """A child of the current request span (decode, encode)."""
-        if not self.enabled:
+    def end_request(self, span: RequestSpan | None, outcome: str) -> None:
+        if span is None:
+            return
+        span.set_attribute("tensorgate.outcome", outcome)
+        if outcome != SUCCESS:
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+
+    def child(
+        self, parent: RequestSpan | None, name: str
+    ) -> contextlib.AbstractContextManager[object]:
+        """A child span of a request (decode, encode), current for the duration of the block
+        so that log records made in it carry the trace id."""
+        if parent is None:
             return _NOTHING
-        return self._tracer.start_as_current_span(name)
+        return self._tracer.start_as_current_span(name, context=trace.set_span_in_context(parent))
 
     def batch_observer(self, model: str, version: int) -> BatchSpans:
         return BatchSpans(self._tracer if self.enabled else None, model, version)

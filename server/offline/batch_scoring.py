@@ -39,15 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from runtimes import datatypes
-from runtimes.errors import (
-    InvalidInputError,
-    ModelExecutionError,
-    ModelLoadError,
-    ModelNotFoundError,
-    TensorgateError,
-)
+from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
 from runtimes.onnx import OnnxRuntime
 from server._proto import model_config_pb2 as mc
+from server.dataplane.errors import ModelNotFoundError
 from server.models import config as model_config
 from server.models import loader, repository
 from server.models.config import ModelSignature

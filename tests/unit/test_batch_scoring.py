@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtimes.errors import ModelNotFoundError, TensorgateError
+from runtimes.errors import TensorgateError
 from server import cli
+from server.dataplane.errors import ModelNotFoundError
 from server.offline.batch_scoring import BatchJob, BatchScoringError, score
 from server.settings import ServerSettings
 from tests.support import model_factory as mf

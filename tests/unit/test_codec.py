@@ -19,8 +19,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from runtimes import datatypes
-from runtimes.errors import InvalidInputError, TensorgateError, UnsupportedError
+from runtimes.errors import InvalidInputError, TensorgateError
 from server._proto import grpc_service_pb2 as pb
+from server.dataplane.errors import UnsupportedError
 from server.grpc_api import codec
 from tests.support.model_factory import TYPED_FIELDS
 

@@ -12,7 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from runtimes.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
+from runtimes.errors import ModelLoadError
+from server.dataplane.errors import ModelNotFoundError, ModelNotReadyError
 from server.dataplane.inference import InferenceRequest
 from server.models.loader import LoadOptions
 from server.models.manager import ModelManager

@@ -12,14 +12,9 @@ from google.protobuf import text_format
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from runtimes.errors import (
-    ErrorKind,
-    InvalidInputError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-    TensorgateError,
-)
+from runtimes.errors import ErrorKind, InvalidInputError, TensorgateError
 from server._proto import model_config_pb2 as mc
+from server.dataplane.errors import ModelNotFoundError, ModelNotReadyError
 from server.models.config import ModelSignature
 from server.models.loader import select_versions
 from server.models.registry import ModelRegistry, ModelState, parse_version

@@ -16,14 +16,9 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from runtimes.errors import (
-    AlreadyExistsError,
-    InvalidInputError,
-    RegionNotFoundError,
-    TensorgateError,
-    UnsupportedError,
-)
+from runtimes.errors import InvalidInputError, TensorgateError
 from server._proto import grpc_service_pb2 as pb
+from server.dataplane.errors import AlreadyExistsError, RegionNotFoundError, UnsupportedError
 from server.dataplane.inference import SharedMemoryLocation
 from server.dataplane.shared_memory import SharedMemoryRegistry, shm_path
 from server.grpc_api import codec

@@ -1,0 +1,42 @@
+"""Whether the server takes new work, and how much accepted work it is still answering."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class ServerState:
+    """Flipped once, at shutdown (`accepting` False); counts the inference requests in flight
+    so that shutdown can wait for exactly those (refused calls do not count)."""
+
+    def __init__(self) -> None:
+        self.accepting = False
+        self._in_flight = 0
+        self._changed = threading.Condition(threading.Lock())
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def begin(self) -> None:
+        """A request is being answered; end() must follow (a plain pair, not a context
+        manager: this runs on every request)."""
+        with self._changed:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._changed:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._changed.notify_all()
+
+    def wait_idle(self, deadline_s: float) -> bool:
+        """Wait until no request is in flight; False if the monotonic deadline passed first."""
+        with self._changed:
+            while self._in_flight:
+                remaining = deadline_s - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
