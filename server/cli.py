@@ -259,24 +259,42 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser(
         "profile",
         help="build a model's drift reference profile from a sample file",
-        description="Run a sample of typical inputs (.npz with one array per input, or .npy "
-        "for a one-input model) through a model and write the drift reference profile of its "
-        "inputs and outputs, by default to <model>/drift_profile.json, where the server reads "
-        "it when the model sets the parameter drift_sample_ratio.",
+        description="Run a sample of typical inputs through a model and write the drift "
+        "reference profile of its inputs and outputs, where the server reads it when the model "
+        "sets the parameter drift_sample_ratio: <model>/drift_profile.json in the repository "
+        "named by --model-repository or TENSORGATE_MODEL_REPOSITORY; with the bundled example "
+        "models, ./<model>.drift_profile.json. The sample is read as `tensorgate batch` reads "
+        "its input.",
     )
-    _add_model_arguments(profile, version_help="default: the highest", input_help=".npz or .npy")
-    profile.add_argument("--output", type=Path, default=None, help="where to write the profile")
+    _add_model_arguments(profile)
+    profile.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write the profile (default: see above)",
+    )
     _add_batch_parser(commands)
     return parser
 
 
-def _add_model_arguments(
-    parser: argparse.ArgumentParser, version_help: str, input_help: str
-) -> None:
-    """The options of the commands that run one model on a file, without a server."""
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that run one model on a file, without a server (batch,
+    profile): the same model choice and the same input files."""
     parser.add_argument("--model", required=True, help="model name in the repository")
-    parser.add_argument("--version", type=int, default=None, help=version_help)
-    parser.add_argument("--input", required=True, type=Path, help=input_help)
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="default: the highest version the model's version policy serves",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help=".npy (a one-input model), .npz (one array per input), or .csv/.parquet (columns "
+        "named after the inputs, or <input>_0.. <input>_K-1, or for a one-input model all "
+        "columns)",
+    )
     parser.add_argument(
         "--model-repository",
         type=Path,
@@ -290,14 +308,10 @@ def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
         "batch",
         help="score a file offline through a model (no server)",
         description="Run every row of a file through a model in large batches and write the "
-        "outputs. Input: .npy (a one-input model), .npz (one array per input), or .csv/.parquet "
-        "(columns named after the inputs, or <input>_0.. <input>_K-1, or for a one-input model "
-        "all columns). Output: the format of --output's extension. An interrupted run "
-        "continues with --resume.",
+        "outputs, in the format of --output's extension (.npy, .npz, .csv or .parquet). An "
+        "interrupted run continues with --resume.",
     )
-    _add_model_arguments(
-        batch, version_help="default: as the server picks", input_help="file of rows to score"
-    )
+    _add_model_arguments(batch)
     batch.add_argument("--output", required=True, type=Path, help="file to write the outputs to")
     batch.add_argument(
         "--batch-size", type=int, default=0, help="rows per batch (default: about 8 MiB of input)"
@@ -353,30 +367,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from runtimes.errors import TensorgateError
-    from server.offline.profiling import DEFAULT_PROFILE_NAME, build_profile
+    from server.offline.loading import repository_of
+    from server.offline.profiling import build_profile, default_output
 
-    repository = args.model_repository or Path(
-        os.environ.get("TENSORGATE_MODEL_REPOSITORY", ServerSettings().model_repository)
-    )
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    repository, named = repository_of(args.model_repository, os.environ)
+    output = args.output or default_output(repository, args.model, named)
     try:
         profile, rows = build_profile(repository, args.model, args.version, args.input)
+        output.write_text(profile.to_json(), encoding="utf-8")
     except (TensorgateError, OSError, ValueError) as error:
         print(f"tensorgate profile: {error}", file=sys.stderr)
         return 2
-    output = args.output or repository / args.model / DEFAULT_PROFILE_NAME
-    output.write_text(profile.to_json(), encoding="utf-8")
-    print(f"profiled {len(profile.features)} features over {rows} rows: {output}")
+    where = (
+        ""
+        if args.output or named
+        else " (in the current directory: the bundled example models are not written to; "
+        "--output chooses the place)"
+    )
+    print(f"profiled {len(profile.features)} features over {rows} rows: {output}{where}")
     return 0
 
 
 def _batch(args: argparse.Namespace) -> int:
     from runtimes.errors import TensorgateError
     from server.offline.batch_scoring import BatchJob, score
+    from server.offline.loading import repository_of
 
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    repository = args.model_repository or Path(
-        os.environ.get("TENSORGATE_MODEL_REPOSITORY", ServerSettings().model_repository)
-    )
+    repository, _ = repository_of(args.model_repository, os.environ)
     if args.batch_size < 0:
         print("tensorgate batch: --batch-size must be positive", file=sys.stderr)
         return 2

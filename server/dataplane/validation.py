@@ -43,7 +43,7 @@ def validate_inputs(
                 f"{spec.datatype}"
             )
         shape = array.shape[1:] if batching else array.shape
-        if (batching and array.ndim == 0) or not _matches(shape, spec.shape):
+        if (batching and array.ndim == 0) or not shape_matches(shape, spec.shape):
             raise InvalidInputError(
                 f"input '{name}' has shape {list(array.shape)}, but model '{model_name}' "
                 f"expects {list(signature.full_shape(spec))}"
@@ -78,7 +78,7 @@ def _plainly_valid(signature: ModelSignature, inputs: Mapping[str, np.ndarray]) 
     return not batching or 0 < rows <= signature.max_batch_size
 
 
-def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+def shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     return len(shape) == len(dims) and all(d in (-1, s) for s, d in zip(shape, dims, strict=True))
 
 

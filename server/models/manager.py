@@ -9,12 +9,12 @@ request it had accepted). A load that fails leaves whatever was serving in place
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.errors import ModelLoadError, TensorgateError

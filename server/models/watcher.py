@@ -7,8 +7,8 @@ directories are unloaded.
 
 from __future__ import annotations
 
-import threading
 import logging
+import threading
 from pathlib import Path
 from typing import Protocol
 

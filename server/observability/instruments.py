@@ -1,11 +1,12 @@
 """Counters and histograms for the request path: plain numbers, locked by their owner.
 
 prometheus_client's Counter and Histogram take a lock per value on every update (a histogram
-observation is two locked increments plus checks). These instruments are plain numbers; their
-owner (a model version's metrics, observability/metrics.py) updates a request's or a batch's
-several instruments under one lock of its own; the metrics HTTP thread reads them at scrape time
-through `HotPathCollector`, copying each list before it turns it into samples. A scrape may see one request's update half applied (a bucket
-counted, the sum not yet), which Prometheus tolerates: every series only grows.
+observation is two locked increments plus checks). These instruments are plain numbers; their owner
+(a model version's metrics, observability/metrics.py) updates a request's or a batch's several
+instruments under one lock of its own; the metrics HTTP thread reads them at scrape time through
+`HotPathCollector`, copying each list before it turns it into samples. A scrape may see one
+request's update half applied (a bucket counted, the sum not yet), which Prometheus tolerates: every
+series only grows.
 """
 
 from __future__ import annotations

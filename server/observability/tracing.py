@@ -1,10 +1,10 @@
 """OpenTelemetry traces for inference requests.
 
-One TracerProvider per server instance (never the global one). An inference request gets a
-server span that continues the caller's W3C traceparent (gRPC metadata or HTTP headers), with
-child spans for decode, queue wait and encode; each executed batch gets its own span linked to
-every request span it served, and each request span records the size of the batch it ran in. With the exporter "none" nothing is
-created at all, so tracing costs the request path nothing when it is off.
+One TracerProvider per server instance (never the global one). An inference request gets a server
+span that continues the caller's W3C traceparent (gRPC metadata or HTTP headers), with child spans
+for decode, queue wait and encode; each executed batch gets its own span linked to every request
+span it served, and each request span records the size of the batch it ran in. With the exporter
+"none" nothing is created at all, so tracing costs the request path nothing when it is off.
 """
 
 from __future__ import annotations

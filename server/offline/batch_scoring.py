@@ -1,8 +1,8 @@
 """`tensorgate batch`: offline batch scoring of a file through a model, without gRPC.
 
-The model is loaded from the repository exactly as the server loads it (config completed from
-the graph, the same onnxruntime options) and runs in large batches on one session, which is as
-close to the in-process ceiling as a file allows.
+The model is opened through the server's loader (server/offline/loading.py: the same runtime,
+options and completed config) and runs in large batches on one instance, which is as close to the
+in-process ceiling as a file allows.
 
 Files, by extension:
 
@@ -13,17 +13,22 @@ Files, by extension:
   `<input>_0` .. `<input>_<K-1>` (K = the product of its dimensions, row-major), or, for a model
   with one input, every column of the file in order.
 
+An array of another numeric type than the model's is converted only when every value survives
+the conversion exactly (as the server, which refuses FP64 for FP32, never scores other numbers
+than were sent); CSV text is parsed straight into the model's types.
+
 Outputs are written in the output file's format: .npz with one array per output, .npy with the
 one output (use --outputs to pick it), .csv/.parquet with the columns named as above.
 
 Work is done in chunks; finished chunks are saved in `<output>.partial/` (every couple of
 seconds, and when the run stops) until the run ends, so a run that stopped (a crash, Ctrl-C, a
 bad row) continues with --resume where it was. A row that the model cannot take fails the run
-with its row number (and CSV line).
+with its place: the line in a CSV file (the header is line 1), the row index (from 0) otherwise.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -39,13 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from runtimes import datatypes
-from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
-from runtimes.onnx import OnnxRuntime
-from server._proto import model_config_pb2 as mc
-from server.dataplane.errors import ModelNotFoundError
-from server.models import config as model_config
-from server.models import loader, repository
+from runtimes.base import Runtime, TensorSpec
+from runtimes.errors import InvalidInputError, ModelExecutionError, TensorgateError
+from server.dataplane.validation import shape_matches
 from server.models.config import ModelSignature
+from server.offline import loading as offline
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,8 @@ CHECKPOINT_S = 2.0  # most work an interrupted run loses
 
 
 class BatchScoringError(TensorgateError):
-    """A problem with the job (its files, its options); the message says what to change."""
+    """A problem with the job (its files, its options) of `batch` or `profile`; the message
+    says what to change."""
 
     kind = InvalidInputError.kind
 
@@ -96,16 +100,19 @@ class BatchResult:
 def score(job: BatchJob, progress_factory: Callable[..., object] | None = None) -> BatchResult:
     """Run the job; raises BatchScoringError (or another TensorgateError) with a clear message.
     progress_factory builds the progress bar (default: tqdm)."""
-    input_format = _format_of(job.input_path, "input")
-    output_format = _format_of(job.output_path, "output")
-    if not job.input_path.is_file():
-        raise BatchScoringError(f"input file {job.input_path} does not exist")
-    model = load_model(job.model_repository, job.model, job.version, job.default_max_batch_size)
-    runtime, signature, version = model
+    output_format = format_of(job.output_path, "output")
+    input_format = input_format_of(job.input_path, output_format)
+    model = offline.open_model(
+        job.model_repository,
+        job.model,
+        job.version,
+        default_max_batch_size=job.default_max_batch_size,
+    )
+    runtime, signature, version = model.runtime, model.signature, model.version
     try:
         output_names = _output_names(signature, job.outputs, output_format, job.output_path)
         inputs, row_label = read_inputs(job.input_path, input_format, signature)
-        rows = _check_inputs(inputs, signature, job.input_path)
+        rows = check_inputs(inputs, signature, job.input_path, row_label)
         chunk_rows = job.batch_rows or _chunk_rows(inputs)
         partial = _Partial(
             job.output_path,
@@ -154,8 +161,14 @@ def score(job: BatchJob, progress_factory: Callable[..., object] | None = None) 
                     part, digest = upcoming.result()
                     if position + 1 < len(todo):
                         upcoming = reader.submit(prepare, todo[position + 1])
-                    outputs = _score_chunk(
-                        runtime, signature, part, output_names, index * chunk_rows, row_label
+                    outputs = score_chunk(
+                        runtime,
+                        signature,
+                        part,
+                        output_names,
+                        index * chunk_rows,
+                        row_label,
+                        hint="; rows before it are saved (fix the row and rerun with --resume)",
                     )
                     partial.add(index, outputs, digest)
                     bar.update(len(next(iter(part.values()))))
@@ -178,48 +191,28 @@ def _tqdm(**kwargs: object) -> object:
 
 def load_model(
     model_repository: Path, name: str, version: int | None, default_max_batch_size: int = 32
-) -> tuple[OnnxRuntime, ModelSignature, int]:
-    """One onnxruntime session of the model version, configured as the server would."""
-    path = model_repository / name
-    if not path.is_dir():
-        raise ModelNotFoundError(f"no model '{name}' in {model_repository}")
-    source = repository.read_model_dir(path)
-    if not source.version_paths:
-        raise ModelLoadError(f"model '{name}' has no numbered version directory")
-    given = loader.read_given_config(source)
-    if version is None:
-        version = loader.select_versions(given, list(source.version_paths))[-1]
-    elif version not in source.version_paths:
-        raise ModelNotFoundError(
-            f"model '{name}' has no version {version}; it has {sorted(source.version_paths)}"
-        )
-    filename = (given.default_model_filename if given else "") or "model.onnx"
-    model_path = source.version_paths[version] / filename
-    if not model_path.is_file():
-        raise ModelLoadError(f"model '{name}' version {version} has no file {filename}")
-    runtime = OnnxRuntime(model_path, model_config.runtime_options_of(given or mc.ModelConfig()))
-    try:
-        config = model_config.complete_config(
-            given, name, runtime.metadata(), default_max_batch_size=default_max_batch_size
-        )
-    except BaseException:
-        runtime.close()
-        raise
-    return runtime, model_config.signature_of(config), version
+) -> tuple[Runtime, ModelSignature, int]:
+    """offline.open_model as (runtime, signature, version), for benchmarks/batch_scoring.py."""
+    model = offline.open_model(
+        model_repository, name, version, default_max_batch_size=default_max_batch_size
+    )
+    return model.runtime, model.signature, model.version
 
 
 # scoring ---------------------------------------------------------------------------------------
 
 
-def _score_chunk(
-    runtime: OnnxRuntime,
+def score_chunk(
+    runtime: Runtime,
     signature: ModelSignature,
     inputs: Mapping[str, np.ndarray],
     output_names: Sequence[str],
     first_row: int,
     row_label: Callable[[int], str],
+    hint: str = "",
 ) -> dict[str, np.ndarray]:
-    """The outputs of one chunk; a failure is pinned on the first row that fails alone."""
+    """The outputs of one chunk; a failure is pinned on the first row that fails alone (its
+    message ends with `hint`)."""
     try:
         return _run(runtime, signature, inputs, output_names)
     except TensorgateError as error:
@@ -230,16 +223,15 @@ def _score_chunk(
                 _run(runtime, signature, single, output_names)
             except TensorgateError as row_error:
                 raise BatchScoringError(
-                    f"{row_label(first_row + offset)}: {row_error}; rows before it are saved "
-                    "(fix the row and rerun with --resume)"
+                    f"{row_label(first_row + offset)}: {row_error}{hint}"
                 ) from row_error
         raise BatchScoringError(
-            f"rows {first_row} to {first_row + rows - 1} failed together: {error}"
+            f"{row_label(first_row)} to {row_label(first_row + rows - 1)} failed together: {error}"
         ) from error
 
 
 def _run(
-    runtime: OnnxRuntime,
+    runtime: Runtime,
     signature: ModelSignature,
     inputs: Mapping[str, np.ndarray],
     output_names: Sequence[str],
@@ -288,13 +280,25 @@ def _output_names(
     return chosen
 
 
-def _check_inputs(inputs: Mapping[str, np.ndarray], signature: ModelSignature, path: Path) -> int:
-    """Check every array against the model (dtype, shape, rows) before any work; converts
-    dtypes where numpy can do so without changing the kind of number."""
+def check_inputs(
+    inputs: dict[str, np.ndarray],
+    signature: ModelSignature,
+    path: Path,
+    row_label: Callable[[int], str],
+) -> int:
+    """Check every array against the model (shape, dtype, rows) before any work, converting
+    dtypes where every value survives exactly (logged once); returns the row count."""
     specs = {spec.name: spec for spec in signature.inputs}
     rows_by_input = {}
+    converted = []
     for name, value in list(inputs.items()):
         spec = specs[name]
+        if value.ndim == 0 or not shape_matches(value.shape[1:], spec.shape):
+            dims = ", ".join(["rows", *(str(d) for d in spec.shape)])
+            raise BatchScoringError(
+                f"{path.name}: input '{name}' has shape {list(value.shape)}, but the model "
+                f"expects [{dims}]"
+            )
         expected = datatypes.BY_NAME[spec.datatype]
         if expected.is_bytes:
             if value.dtype.kind not in "OSU":
@@ -303,34 +307,56 @@ def _check_inputs(inputs: Mapping[str, np.ndarray], signature: ModelSignature, p
                     "expects text (BYTES)"
                 )
             if value.dtype.kind != "O":
-                inputs[name] = value.astype(object)  # type: ignore[index]
+                inputs[name] = value.astype(object)
         elif value.dtype != expected.numpy:
-            if value.dtype.kind in "OSU" or not np.can_cast(
-                value.dtype, expected.numpy, "same_kind"
-            ):
+            if value.dtype.kind in "OSUcmMV" and value.dtype != datatypes.BY_NAME["BF16"].numpy:
                 raise BatchScoringError(
                     f"{path.name}: input '{name}' holds {value.dtype} values, but the model "
                     f"expects {spec.datatype}"
                 )
-            inputs[name] = value.astype(expected.numpy)  # type: ignore[index]
-        shape = value.shape[1:]
-        if value.ndim == 0 or not _matches(shape, spec.shape):
-            dims = ", ".join(["rows", *(str(d) for d in spec.shape)])
-            raise BatchScoringError(
-                f"{path.name}: input '{name}' has shape {list(value.shape)}, but the model "
-                f"expects [{dims}]"
-            )
+            inputs[name] = _exact_cast(value, spec, path, row_label)
+            converted.append(f"'{name}' from {value.dtype} to {spec.datatype}")
         rows_by_input[name] = value.shape[0]
     if len(set(rows_by_input.values())) > 1:
         raise BatchScoringError(f"{path.name}: inputs disagree on the row count: {rows_by_input}")
     rows = next(iter(rows_by_input.values()))
     if rows == 0:
         raise BatchScoringError(f"{path.name} has no rows")
+    if converted:
+        log.info("%s: converted input %s (every value unchanged)", path.name, ", ".join(converted))
     return rows
 
 
-def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
-    return len(shape) == len(dims) and all(d in (-1, s) for s, d in zip(shape, dims, strict=True))
+CAST_BLOCK_ELEMENTS = 1 << 22  # bounds the memory the exactness check adds
+
+
+def _exact_cast(
+    value: np.ndarray, spec: TensorSpec, path: Path, row_label: Callable[[int], str]
+) -> np.ndarray:
+    """`value` as the model's dtype, or BatchScoringError naming a value the cast would change
+    (a value that does not come back the same from the model's dtype)."""
+    dtype = datatypes.BY_NAME[spec.datatype].numpy
+    cast = np.empty(value.shape, dtype)
+    step = max(1, CAST_BLOCK_ELEMENTS // max(1, math.prod(value.shape[1:])))
+    for start in range(0, len(value), step):
+        part = value[start : start + step]
+        block = cast[start : start + step]
+        with np.errstate(invalid="ignore", over="ignore"):
+            block[...] = part.astype(dtype)
+            back = block.astype(value.dtype)
+        changed = back != part
+        if value.dtype.kind not in "biu":  # NaN stays NaN
+            changed &= ~(np.isnan(back) & np.isnan(part))
+        if changed.any():
+            where = np.unravel_index(np.flatnonzero(changed)[0], part.shape)
+            raise BatchScoringError(
+                f"{path.name}: input '{spec.name}' holds {value.dtype} values, but the model "
+                f"expects {spec.datatype}, and converting would change values: "
+                f"{row_label(start + int(where[0]))} has {part[where].item()!r}, which would "
+                f"become {block[where].item()!r}; convert the file to {dtype} if that "
+                "is intended"
+            )
+    return cast
 
 
 def _chunk_rows(inputs: Mapping[str, np.ndarray]) -> int:
@@ -341,7 +367,7 @@ def _chunk_rows(inputs: Mapping[str, np.ndarray]) -> int:
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, row_bytes)))
 
 
-def _format_of(path: Path, role: str) -> str:
+def format_of(path: Path, role: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise BatchScoringError(
@@ -349,6 +375,17 @@ def _format_of(path: Path, role: str) -> str:
             f"expected one of {', '.join(FORMATS)}"
         )
     return suffix
+
+
+def input_format_of(path: Path, *other_formats: str) -> str:
+    """The input file's format, once the file exists and the libraries of its format and of
+    `other_formats` (the output's) are installed: checked before any work or file written."""
+    file_format = format_of(path, "input")
+    if ".parquet" in (file_format, *other_formats):
+        _pyarrow_parquet()
+    if not path.is_file():
+        raise BatchScoringError(f"input file {path} does not exist")
+    return file_format
 
 
 # partial results (resume) -------------------------------------------------------------------
@@ -479,7 +516,8 @@ def _write_atomically(path: Path, write: Callable[[object], object]) -> None:
 def read_inputs(
     path: Path, file_format: str, signature: ModelSignature
 ) -> tuple[dict[str, np.ndarray], Callable[[int], str]]:
-    """Arrays by input name (rows first), and how to name a row in messages."""
+    """Arrays by input name (rows first, as the file holds them: check_inputs converts), and
+    how to name a row in messages."""
     names = [spec.name for spec in signature.inputs]
     try:
         if file_format == ".npy":
@@ -499,7 +537,7 @@ def read_inputs(
                     )
                 return {name: archive[name] for name in names}, _row
         if file_format == ".csv":
-            return _read_csv(path, signature), _csv_row
+            return _read_csv(path, signature), lambda index: f"line {_csv_line(path, index)}"
         return _read_parquet(path, signature), _row
     except TensorgateError:
         raise
@@ -508,11 +546,50 @@ def read_inputs(
 
 
 def _row(index: int) -> str:
-    return f"row {index}"
+    return f"row index {index}"
 
 
-def _csv_row(index: int) -> str:
-    return f"row {index} (line {index + 2})"
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(the line it starts on, its fields) of each data record, as np.loadtxt reads them (the
+    header and blank lines skipped). Only read to place an error: np.loadtxt's own row numbers
+    skip the header in some messages and not in others."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.reader(file)
+        next(reader, None)
+        end = reader.line_num
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if record:
+                yield start, record
+
+
+def _csv_line(path: Path, index: int) -> int:
+    """The line of the file where data row `index` (from 0) starts."""
+    return next(itertools.islice(_csv_records(path), index, None), (index + 2, []))[0]
+
+
+def _csv_value_error(
+    path: Path, spec: TensorSpec, columns: list[str], wanted: list[str], dtype: object
+) -> BatchScoringError | None:
+    """The first line whose values for `spec` np.loadtxt could not read, and why."""
+    indices = [columns.index(name) for name in wanted]
+    for line, record in _csv_records(path):
+        if len(record) <= max(indices):
+            return BatchScoringError(
+                f"{path.name}, line {line}: {len(record)} values, but the header names "
+                f"{len(columns)} columns"
+            )
+        for name, index in zip(wanted, indices, strict=True):
+            try:
+                np.array(record[index]).astype(dtype)
+            except (ValueError, OverflowError):
+                return BatchScoringError(
+                    f"{path.name}, line {line}: bad value for input '{spec.name}' in column "
+                    f"'{name}': '{record[index]}' is not {spec.datatype}"
+                )
+    return None
 
 
 def _tabular_layout(
@@ -576,14 +653,13 @@ def _read_csv(path: Path, signature: ModelSignature) -> dict[str, np.ndarray]:
                 usecols=[columns.index(name) for name in wanted],
                 dtype=dtype,
                 quotechar='"',
+                comments=None,  # '#' is text in a CSV value, not the start of a comment
                 ndmin=2,
                 encoding="utf-8",
             )
         except ValueError as exc:
-            raise BatchScoringError(
-                f"{path.name}: bad value for input '{spec.name}': {exc} (rows count from 1 "
-                "after the header)"
-            ) from exc
+            error = _csv_value_error(path, spec, columns, wanted, dtype)
+            raise error or BatchScoringError(f"{path.name} could not be read: {exc}") from exc
         if datatype.is_bytes:
             values = values.astype(object)
         inputs[spec.name] = values.reshape(len(values), *spec.shape)
@@ -606,14 +682,14 @@ def _read_parquet(path: Path, signature: ModelSignature) -> dict[str, np.ndarray
             column = table.column(name)
             if column.null_count:
                 first = pc.index(pc.is_null(column), True).as_py()
-                raise BatchScoringError(f"{path.name}: column '{name}' is empty in row {first}")
+                raise BatchScoringError(f"{path.name}: column '{name}' is empty at {_row(first)}")
             if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
                 lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
                 bad = np.flatnonzero(lengths != width)
                 if bad.size:
                     raise BatchScoringError(
-                        f"{path.name}: column '{name}' has {lengths[bad[0]]} values in row "
-                        f"{bad[0]}; input '{spec.name}' needs {width}"
+                        f"{path.name}: column '{name}' has {lengths[bad[0]]} values at "
+                        f"{_row(bad[0])}; input '{spec.name}' needs {width}"
                     )
                 flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
                 columns.append(flat.reshape(len(column), width))

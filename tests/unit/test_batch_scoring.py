@@ -4,6 +4,8 @@ format, clear errors for bad files and rows, and resuming an interrupted run."""
 from __future__ import annotations
 
 import csv
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from runtimes.base import TensorSpec
 from runtimes.errors import TensorgateError
 from server import cli
 from server.dataplane.errors import ModelNotFoundError
-from server.offline.batch_scoring import BatchJob, BatchScoringError, score
+from server.models.config import ModelSignature
+from server.offline.batch_scoring import BatchJob, BatchScoringError, check_inputs, score
 from server.settings import ServerSettings
 from tests.support import model_factory as mf
+from tests.support.python_models import ADD_SUB_CONFIG, ADD_SUB_SOURCE, write_python_model
 
 BUNDLED = ServerSettings().model_repository
 TABULAR_OUTPUTS = ("probabilities", "label")
@@ -191,6 +196,114 @@ def test_integer_input_is_converted_to_the_models_float(tmp_path):
         _assert_tabular(dict(out), features.astype(np.float32))
 
 
+def test_a_python_runtime_model_is_loaded_as_the_server_loads_it(tmp_path):
+    # The config's backend picks the runtime (here python, which has no model.onnx).
+    write_python_model(tmp_path / "repo", "py_add_sub", ADD_SUB_SOURCE, ADD_SUB_CONFIG)
+    rng = np.random.default_rng(11)
+    a, b = (rng.standard_normal((6, 4), dtype=np.float32) for _ in range(2))
+    header = [f"INPUT0_{j}" for j in range(4)] + [f"INPUT1_{j}" for j in range(4)]
+    _write_csv(tmp_path / "in.csv", header, np.concatenate([a, b], axis=1))
+    job = _job(tmp_path, "py_add_sub", "in.csv", "out.npz", repo=tmp_path / "repo")
+    score(job)
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_allclose(out["OUTPUT0"], a + b + 0.5, rtol=1e-6)  # offset parameter
+        np.testing.assert_allclose(out["OUTPUT1"], a - b, rtol=1e-6)
+
+    # A row the model fails on is named by its line in the file (the header is line 1).
+    a[2, 1] = np.nan
+    _write_csv(tmp_path / "in.csv", header, np.concatenate([a, b], axis=1))
+    with raises(BatchScoringError, "line 4: python model 'py_add_sub' failed", "NaN input"):
+        score(job)
+
+
+def test_csv_text_may_hold_a_hash(tmp_path, test_repo):
+    with open(tmp_path / "words.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([f"INPUT0_{j}" for j in range(4)])
+        writer.writerow(["a#b", "#c", "d", "e"])
+    score(_job(tmp_path, "identity_bytes", "words.csv", "echo.npz", repo=test_repo))
+    with np.load(tmp_path / "echo.npz", allow_pickle=True) as out:
+        assert out["OUTPUT0"].tolist() == [[b"a#b", b"#c", b"d", b"e"]]
+
+
+# conversions: only those that keep every value ------------------------------------------------
+
+
+def test_float64_input_that_float32_holds_exactly_is_converted_and_logged_once(tmp_path, caplog):
+    features = _features(300)
+    np.save(tmp_path / "in.npy", features.astype(np.float64))
+    with caplog.at_level(logging.INFO, logger="server.offline.batch_scoring"):
+        score(_job(tmp_path, "tabular_classifier", "in.npy", "out.npz", batch_rows=100))
+    with np.load(tmp_path / "out.npz") as out:
+        _assert_tabular(dict(out), features)
+    converted = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert converted == [
+        "in.npy: converted input 'features' from float64 to FP32 (every value unchanged)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "becomes"),
+    [
+        (np.float64, 0.1, "0.10000000149011612"),
+        (np.float64, 1e300, "inf"),
+        (np.int64, 2**24 + 1, "16777216.0"),
+    ],
+)
+def test_a_conversion_that_would_change_a_value_is_refused(tmp_path, dtype, value, becomes):
+    features = _features(5).astype(dtype)
+    features[3, 2] = value
+    np.save(tmp_path / "in.npy", features)
+    _fails(
+        _job(tmp_path, "tabular_classifier", "in.npy", "out.npz"),
+        BatchScoringError,
+        f"input 'features' holds {np.dtype(dtype)} values, but the model expects FP32",
+        f"row index 3 has {value!r}, which would become {becomes}",
+    )
+
+
+def test_check_inputs_converts_only_what_survives_exactly():
+    signature = ModelSignature(
+        8, (TensorSpec("x", "INT32", (2,)), TensorSpec("y", "FP16", (1,))), ()
+    )
+
+    def label(index: int) -> str:
+        return f"row index {index}"
+
+    inputs = {"x": np.array([[1.0, -2.0], [3.0, 4.0]]), "y": np.array([[np.nan], [0.5]])}
+    assert check_inputs(inputs, signature, Path("f.npz"), label) == 2
+    assert inputs["x"].dtype == np.int32 and inputs["x"].tolist() == [[1, -2], [3, 4]]
+    assert inputs["y"].dtype == np.float16 and np.isnan(inputs["y"][0, 0])
+    inputs = {"x": np.array([[1.0, 2.0], [3.5, 4.0]]), "y": np.array([[0.5], [0.5]])}
+    with raises(BatchScoringError, "'x' holds float64", "INT32", "row index 1 has 3.5", "become 3"):
+        check_inputs(inputs, signature, Path("f.npz"), label)
+    inputs = {"x": np.array([[-1, 2]], np.int64), "y": np.array([[0.5]])}
+    signature = ModelSignature(
+        8, (TensorSpec("x", "UINT8", (2,)), TensorSpec("y", "FP16", (1,))), ()
+    )
+    with raises(BatchScoringError, "row index 0 has -1, which would become 255"):
+        check_inputs(inputs, signature, Path("f.npz"), label)
+
+
+@pytest.mark.parametrize(
+    ("input_name", "output_name"), [("in.npy", "out.parquet"), ("in.parquet", "out.npz")]
+)
+def test_parquet_without_pyarrow_fails_before_writing_anything(
+    tmp_path, monkeypatch, input_name, output_name
+):
+    features = _features(10)
+    np.save(tmp_path / "in.npy", features)
+    pq.write_table(pa.table({"features": pa.array(list(features))}), tmp_path / "in.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    _fails(
+        _job(tmp_path, "tabular_classifier", input_name, output_name),
+        BatchScoringError,
+        "Parquet files need pyarrow: pip install 'tensorgate[parquet]'",
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.npy", "in.parquet"]
+
+
 # bad files, clear errors -----------------------------------------------------------------------
 
 
@@ -235,8 +348,18 @@ def test_bad_files_give_clear_errors(tmp_path):
         "--outputs",
     )
     _fails(job("tab.npy", outputs=("nope",)), BatchScoringError, "no output 'nope'")
-    _fails(job("tab.npy", model="no_such_model"), ModelNotFoundError, "no model 'no_such_model'")
-    _fails(job("tab.npy", version=7), ModelNotFoundError, "has no version 7", "[1]")
+    _fails(
+        job("tab.npy", model="no_such_model"),
+        ModelNotFoundError,
+        f"no model 'no_such_model' in {BUNDLED}",
+        "its models are image_classifier, tabular_classifier, text_encoder",
+    )
+    _fails(job("tab.npy", version=7), ModelNotFoundError, "has no version 7", "versions are [1]")
+    _fails(
+        job("tab.npy", repo=tmp_path / "nowhere"),
+        ModelNotFoundError,
+        f"model repository {tmp_path / 'nowhere'} is not a directory",
+    )
     _fails(
         job("tab.npy", model="text_encoder"),
         BatchScoringError,
@@ -256,11 +379,22 @@ def test_bad_csv_and_parquet_files(tmp_path):
     rows = features.astype(str)
     rows[3, 5] = "abc"
     _write_csv(tmp_path / "bad_value.csv", [f"f{j}" for j in range(16)], rows)
+    # Lines of the file: the header is line 1, data row index 3 is line 5.
     _fails(
         _job(tmp_path, "tabular_classifier", "bad_value.csv", "out.csv"),
         BatchScoringError,
-        "bad value for input 'features'",
-        "'abc'",
+        "bad_value.csv, line 5: bad value for input 'features' in column 'f5': 'abc' is not FP32",
+    )
+    with open(tmp_path / "short_row.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([f"f{j}" for j in range(16)])
+        writer.writerows(features[:2].tolist())
+        writer.writerow([])  # a blank line: skipped, but still a line of the file
+        writer.writerow(features[2, :15].tolist())
+    _fails(
+        _job(tmp_path, "tabular_classifier", "short_row.csv", "out.csv"),
+        BatchScoringError,
+        "short_row.csv, line 5: 15 values, but the header names 16 columns",
     )
     _write_csv(tmp_path / "too_few.csv", [f"f{j}" for j in range(15)], features[:, :15])
     _fails(
@@ -290,14 +424,14 @@ def test_bad_csv_and_parquet_files(tmp_path):
     _fails(
         _job(tmp_path, "tabular_classifier", "nulls.parquet", "out.parquet"),
         BatchScoringError,
-        "column 'features_4' is empty in row 2",
+        "column 'features_4' is empty at row index 2",
     )
     short = pa.array([list(row) for row in features[:3]] + [list(features[3, :4])])
     pq.write_table(pa.table({"features": short}), tmp_path / "short_list.parquet")
     _fails(
         _job(tmp_path, "tabular_classifier", "short_list.parquet", "out.parquet"),
         BatchScoringError,
-        "column 'features' has 4 values in row 3",
+        "column 'features' has 4 values at row index 3",
         "needs 16",
     )
 
@@ -361,7 +495,7 @@ def test_a_bad_row_fails_the_run_by_its_number_and_resume_continues_after_the_fi
     bad[25, 1] = b"\xff\xfe not utf-8"
     np.savez(tmp_path / "in.npz", INPUT0=bad)
     job = _job(tmp_path, "identity_bytes", "in.npz", "out.npz", batch_rows=10, repo=test_repo)
-    with raises(BatchScoringError, "row 25:", "input 'INPUT0'", "UTF-8", "--resume"):
+    with raises(BatchScoringError, "row index 25:", "input 'INPUT0'", "UTF-8", "--resume"):
         score(job)
     assert not job.output_path.exists()
     assert list((tmp_path / "out.npz.partial").glob("part-*.npz"))

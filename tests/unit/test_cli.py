@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server import __version__
-from server.cli import build_parser, settings_from
+from server.cli import build_parser, main, settings_from
 from server.settings import BUNDLED_MODELS, ServerSettings
 
 ENV_NAMES = {
@@ -157,3 +160,108 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         build_parser().parse_args(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"tensorgate {__version__}"
+
+
+# batch and profile --------------------------------------------------------------------------------
+
+TABULAR = "tabular_classifier"
+BUNDLED_PROFILE = BUNDLED_MODELS / TABULAR / "drift_profile.json"
+
+
+@pytest.fixture
+def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sample for the tabular model, as CSV; the current directory is tmp_path/cwd and no
+    repository is named in the environment."""
+    features = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    path = tmp_path / "sample.csv"
+    np.savetxt(path, features, delimiter=",", header=",".join(f"f{j}" for j in range(16)))
+    path.write_text(path.read_text().removeprefix("# "))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("TENSORGATE_MODEL_REPOSITORY", raising=False)
+    return path
+
+
+def _profile(*argv: str) -> int:
+    return main(["profile", "--model", TABULAR, *argv])
+
+
+def test_profile_of_a_bundled_model_is_written_to_the_current_directory(
+    sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _profile("--input", str(sample)) == 0
+    written = Path.cwd() / f"{TABULAR}.drift_profile.json"
+    assert written.is_file()
+    assert not BUNDLED_PROFILE.exists()
+    out = capsys.readouterr().out
+    assert f"over 50 rows: {TABULAR}.drift_profile.json (in the current directory" in out
+    assert "--output" in out
+
+
+def test_profile_goes_into_a_named_repository_unless_output_says_otherwise(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(BUNDLED_MODELS / TABULAR, repo / TABULAR)
+    assert _profile("--input", str(sample), "--model-repository", str(repo)) == 0
+    assert (repo / TABULAR / "drift_profile.json").is_file()
+
+    other = tmp_path / "env_repo"
+    shutil.copytree(BUNDLED_MODELS / TABULAR, other / TABULAR)
+    monkeypatch.setenv("TENSORGATE_MODEL_REPOSITORY", str(other))
+    assert _profile("--input", str(sample)) == 0
+    assert (other / TABULAR / "drift_profile.json").is_file()
+
+    assert _profile("--input", str(sample), "--output", str(tmp_path / "mine.json")) == 0
+    assert (tmp_path / "mine.json").is_file()
+    assert not list(Path.cwd().iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nope", "--input", "{sample}"], "no model 'nope' in "),
+        (["--version", "4", "--input", "{sample}"], "has no version 4; its versions are [1]"),
+        (
+            ["--input", "{narrow}"],
+            "input 'features' has shape [50, 15], but the model expects [rows, 16]",
+        ),
+        (["--input", "sample.txt"], "input file sample.txt: unknown format '.txt'"),
+    ],
+)
+def test_profile_errors_exit_2_with_our_message(
+    sample: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    narrow = sample.with_name("narrow.npy")
+    np.save(narrow, np.zeros((50, 15), np.float32))
+    argv = [a.format(sample=sample, narrow=narrow) for a in argv]
+    model = [] if "--model" in argv else ["--model", TABULAR]
+    assert main(["profile", *model, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tensorgate profile: ")
+    assert message in err
+    assert not list(Path.cwd().iterdir())
+
+
+def test_batch_to_parquet_without_pyarrow_exits_2_before_writing(
+    sample: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    argv = ["batch", "--model", TABULAR, "--input", str(sample), "--output", "out.parquet"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        "tensorgate batch: Parquet files need pyarrow: pip install 'tensorgate[parquet]'\n"
+    )
+    assert not list(Path.cwd().iterdir())
+
+
+def test_batch_of_an_unknown_model_lists_the_repositorys_models(
+    sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["batch", "--model", "nope", "--input", str(sample), "--output", "out.npz"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"tensorgate batch: no model 'nope' in {BUNDLED_MODELS}; its models are "
+        "image_classifier, tabular_classifier, text_encoder\n"
+    )
