@@ -36,9 +36,6 @@ class RuntimeMetadata:
     supports_batching: bool
     # The execution provider actually active, e.g. "CPUExecutionProvider".
     device: str
-    # True when the work of a call follows from its input shapes alone (no loops or sizes driven
-    # by input values): the scheduler may then run cheap batches on the event loop itself.
-    predictable_cost: bool = False
 
 
 @dataclass(frozen=True)

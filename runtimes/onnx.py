@@ -16,7 +16,6 @@ from runtimes import datatypes
 from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
 from runtimes.io_binding import CudaHostPinner, IoBindingRunner
-from runtimes.onnx_cost import cost_follows_shapes
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,7 @@ class OnnxRuntime:
                 )
             log.warning("%s: %s is not active, running on %s", model_path, wanted, active)
             self.fallback_from = wanted
-        predictable, why_not = cost_follows_shapes(model_path)
-        if not predictable:
-            log.info("%s: no inline compute by default: %s", model_path, why_not)
-        self._metadata = _read_metadata(self._session, self.fallback_from, predictable)
+        self._metadata = _read_metadata(self._session, self.fallback_from)
         # Strings and bfloat16 need conversions that plain numpy feeds cannot express.
         self._string_inputs = _names_of(self._metadata.inputs, "BYTES")
         self._string_outputs = _names_of(self._metadata.outputs, "BYTES")
@@ -208,7 +204,7 @@ class OnnxRuntime:
 
 
 def _read_metadata(
-    session: ort.InferenceSession, fallback_from: str, predictable_cost: bool
+    session: ort.InferenceSession, fallback_from: str
 ) -> RuntimeMetadata:
     inputs = tuple(_tensor_spec(arg) for arg in session.get_inputs())
     outputs = tuple(_tensor_spec(arg) for arg in session.get_outputs())
@@ -219,7 +215,6 @@ def _read_metadata(
         outputs=outputs,
         supports_batching=supports_batching,
         device=f"{device} (fallback from {fallback_from})" if fallback_from else device,
-        predictable_cost=predictable_cost,
     )
 
 

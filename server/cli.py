@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +118,19 @@ _SERVE_OPTIONS = (
         "workers",
         int,
         "server processes sharing the port (SO_REUSEPORT): the front end scales with cores",
+    ),
+    _Option(
+        "--grpc-handler-threads",
+        "grpc_handler_threads",
+        int,
+        "gRPC handler threads running at once; calls waiting for their batch do not count "
+        "(more threads fight over Python's GIL: see benchmarks/README.md)",
+    ),
+    _Option(
+        "--max-concurrent-calls",
+        "max_concurrent_calls",
+        int,
+        "gRPC calls handled at once, waiting ones included (beyond: RESOURCE_EXHAUSTED)",
     ),
     _Option(
         "--grpc-health-port",
@@ -361,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_workers(settings, list(argv if argv is not None else sys.argv[1:]))
     if args.command == "serve":
-        return asyncio.run(_serve(settings))
+        return _serve(settings)
     return 0
 
 
@@ -443,22 +456,21 @@ def _configure_logging(settings: ServerSettings) -> None:
     logging.basicConfig(level=settings.log_level, handlers=[handler])
 
 
-async def _serve(settings: ServerSettings) -> int:
+def _serve(settings: ServerSettings) -> int:
     from server.app import TensorgateServer  # imported late: grpc and onnxruntime are heavy
 
     server = TensorgateServer(settings)
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    stop_requested = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_requested.set)
+        signal.signal(sig, lambda *_: stop_requested.set())
     try:
-        await server.start()
+        server.start()
     except (OSError, RuntimeError) as error:  # a port in use, an unreadable repository
         log.error("cannot start: %s", error)
-        await server.stop(grace_s=0)
+        server.stop(grace_s=0)
         return 2
-    await stop_requested.wait()
-    if not await server.stop():
+    stop_requested.wait()
+    if not server.stop():
         # Threads stuck in a model cannot be joined; leave without waiting for them.
         logging.shutdown()
         os._exit(0)

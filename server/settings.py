@@ -24,6 +24,10 @@ class ServerSettings:
     grpc_port: int = 8001
     # Server processes sharing the port (SO_REUSEPORT); 1 runs the server in this process.
     workers: int = 1
+    # gRPC handler threads that run at once (more may wait for their batch: grpc_api/threads.py)
+    # and calls handled at once (beyond: RESOURCE_EXHAUSTED at once; each holds a thread).
+    grpc_handler_threads: int = 2
+    max_concurrent_calls: int = 1024
     # A plaintext port serving only grpc.health.v1, for Kubernetes probes (which cannot speak
     # TLS) when the main port uses TLS. 0: none.
     grpc_health_port: int = 0

@@ -36,7 +36,7 @@ def _tolerant(message_class: type[Message]) -> Callable[[bytes], Message | Undec
     return deserialize
 
 
-def add_inference_service(servicer: object, server: grpc.aio.Server) -> None:
+def add_inference_service(servicer: object, server: grpc.Server) -> None:
     handlers = {}
     for method in SERVICE.methods:
         request_class = getattr(pb, method.input_type.name)

@@ -34,7 +34,6 @@ PAD_INPUTS = "pad_inputs"  # comma-separated inputs whose non-batch dims may var
 SLICE_OUTPUTS = "slice_outputs"  # comma-separated outputs cut back to each request's lengths
 PAD_VALUE = "pad_value"
 LATENCY_TARGET_P99_US = "latency_target_p99_us"
-INLINE_COMPUTE_THRESHOLD_US = "inline_compute_threshold_us"
 EXECUTION_TIMEOUT_US = "execution_timeout_us"
 DRIFT_SAMPLE_RATIO = "drift_sample_ratio"  # > 0 turns drift monitoring on
 DRIFT_WINDOW_ROWS = "drift_window_rows"
@@ -42,10 +41,6 @@ DRIFT_PSI_THRESHOLD = "drift_psi_threshold"
 DRIFT_REFERENCE_ROWS = "drift_reference_rows"
 DRIFT_PROFILE = "drift_profile"  # path relative to the model directory
 DEFAULT_DRIFT_PROFILE = "drift_profile.json"
-# Without the parameter: batches predicted under this run inline for runtimes whose cost follows
-# their input shapes (RuntimeMetadata.predictable_cost), never for others, whose cost could depend
-# on their data (loops, sizes from values) and block the event loop.
-AUTO_INLINE_COMPUTE_THRESHOLD_US = 100
 MAX_QUEUED_REQUESTS = "max_queued_requests"
 KNOWN_PARAMETERS = frozenset(
     {
@@ -56,7 +51,6 @@ KNOWN_PARAMETERS = frozenset(
         PAD_VALUE,
         LATENCY_TARGET_P99_US,
         MAX_QUEUED_REQUESTS,
-        INLINE_COMPUTE_THRESHOLD_US,
         EXECUTION_TIMEOUT_US,
         "allow_cpu_fallback",
         "gpu_mem_limit",
@@ -365,9 +359,8 @@ def signature_of(config: mc.ModelConfig) -> ModelSignature:
     return ModelSignature(config.max_batch_size, specs(config.input), specs(config.output))
 
 
-def batching_config_of(config: mc.ModelConfig, predictable_cost: bool = False) -> BatchingConfig:
-    """The scheduler's settings; predictable_cost (every instance's runtime says its work follows
-    its input shapes) turns inline compute on by default."""
+def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
+    """The scheduler's settings."""
     dynamic = config.dynamic_batching
     levels = max(1, dynamic.priority_levels)
     default_level = dynamic.default_priority_level or (levels + 1) // 2
@@ -410,8 +403,7 @@ def batching_config_of(config: mc.ModelConfig, predictable_cost: bool = False) -
         latency_target_p99_us=_int_parameter(config, LATENCY_TARGET_P99_US, 0),
         inline_compute_threshold_us=_int_parameter(
             config,
-            INLINE_COMPUTE_THRESHOLD_US,
-            AUTO_INLINE_COMPUTE_THRESHOLD_US if predictable_cost else 0,
+                AUTO_INLINE_COMPUTE_THRESHOLD_US if predictable_cost else 0,
         ),
         execution_timeout_us=_int_parameter(config, EXECUTION_TIMEOUT_US, 0),
     )
