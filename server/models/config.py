@@ -401,10 +401,6 @@ def batching_config_of(config: mc.ModelConfig) -> BatchingConfig:
         sliced_outputs=sliced,
         max_queued_requests=_int_parameter(config, MAX_QUEUED_REQUESTS, 10_000),
         latency_target_p99_us=_int_parameter(config, LATENCY_TARGET_P99_US, 0),
-        inline_compute_threshold_us=_int_parameter(
-            config,
-                AUTO_INLINE_COMPUTE_THRESHOLD_US if predictable_cost else 0,
-        ),
         execution_timeout_us=_int_parameter(config, EXECUTION_TIMEOUT_US, 0),
     )
 

@@ -6,7 +6,6 @@ process with them), sending a W3C traceparent the way an instrumented caller wou
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -43,24 +42,25 @@ def traceparent(index: int) -> tuple[int, int, str]:
     return trace_id, span_id, f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
-async def run_traffic(repo: Path, exporter: InMemorySpanExporter) -> list[pb.ModelInferResponse]:
+def run_traffic(repo: Path, exporter: InMemorySpanExporter) -> list[pb.ModelInferResponse]:
     settings = ServerSettings(
         model_repository=repo, grpc_host="127.0.0.1", grpc_port=0, metrics_enabled=False
     )
     server = TensorgateServer(settings, span_processors=[SimpleSpanProcessor(exporter)])
-    await server.start()
+    server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            await stub.ServerLive(pb.ServerLiveRequest())  # health RPCs are not traced
-            return await asyncio.gather(
-                *(
-                    stub.ModelInfer(request(i), metadata=(("traceparent", traceparent(i)[2]),))
-                    for i in range(3)
+            stub.ServerLive(pb.ServerLiveRequest())  # health RPCs are not traced
+            calls = [
+                stub.ModelInfer.future(
+                    request(i), metadata=(("traceparent", traceparent(i)[2]),), timeout=60
                 )
-            )
+                for i in range(3)
+            ]
+            return [call.result() for call in calls]
     finally:
-        await server.stop(grace_s=1)
+        server.stop(grace_s=1)
 
 
 def test_request_spans_continue_the_callers_trace_and_link_to_their_batch(
@@ -68,7 +68,7 @@ def test_request_spans_continue_the_callers_trace_and_link_to_their_batch(
 ) -> None:
     write_add_sub_model(tmp_path, "m", max_batch_size=8, config_extra=BATCHING)
     exporter = InMemorySpanExporter()
-    responses = asyncio.run(asyncio.wait_for(run_traffic(tmp_path, exporter), timeout=60))
+    responses = run_traffic(tmp_path, exporter)
     assert [r.id for r in responses] == ["request-0", "request-1", "request-2"]
 
     spans = exporter.get_finished_spans()
@@ -103,26 +103,26 @@ def test_a_failed_request_span_records_its_outcome(tmp_path: Path) -> None:
     write_add_sub_model(tmp_path, "m", max_batch_size=8)
     exporter = InMemorySpanExporter()
 
-    async def bad_request() -> grpc.StatusCode:
+    def bad_request() -> grpc.StatusCode:
         settings = ServerSettings(
             model_repository=tmp_path, grpc_host="127.0.0.1", grpc_port=0, metrics_enabled=False
         )
         server = TensorgateServer(settings, span_processors=[SimpleSpanProcessor(exporter)])
-        await server.start()
+        server.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 broken = request(0)
                 broken.inputs[0].shape[:] = [1, 15]
                 try:
-                    await stub.ModelInfer(broken)
-                except grpc.aio.AioRpcError as error:
+                    stub.ModelInfer(broken, timeout=60)
+                except grpc.RpcError as error:
                     return error.code()
                 return grpc.StatusCode.OK
         finally:
-            await server.stop(grace_s=1)
+            server.stop(grace_s=1)
 
-    assert asyncio.run(bad_request()) == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request() == grpc.StatusCode.INVALID_ARGUMENT
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "ModelInfer"]
     assert span.attributes["tensorgate.outcome"] == "invalid_input"
     assert not span.status.is_ok

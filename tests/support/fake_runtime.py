@@ -64,3 +64,20 @@ class FakeRuntime:
     def batches(self) -> list[list[float]]:
         """Every call's x values, in call order."""
         return [call["x"].ravel().tolist() for call in self.calls]
+
+
+class Blocked:
+    """Waiter hooks that count the callers that blocked: the test waits on them, not on time."""
+
+    def __init__(self) -> None:
+        self._count = threading.Semaphore(0)
+
+    def blocking(self) -> None:
+        self._count.release()
+
+    def resumed(self) -> None:
+        pass
+
+    def wait_for(self, callers: int) -> None:
+        for _ in range(callers):
+            assert self._count.acquire(timeout=WAIT_S), "a caller never blocked"

@@ -24,6 +24,7 @@ from server._proto import grpc_service_pb2 as pb
 from server.dataplane.errors import UnsupportedError
 from server.grpc_api import codec
 from tests.support.model_factory import TYPED_FIELDS
+from tests.support.responses import encode
 
 # Deterministic property tests: same examples on every run, nothing stored between runs.
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=200)
@@ -669,7 +670,7 @@ def test_encode_response_keeps_output_order_datatype_shape_and_raw_bytes() -> No
         "brain": np.array([[1.0], [2.0]], dtype=ml_dtypes.bfloat16),
         "scalar": np.array(3, dtype=np.uint8),
     }
-    response = codec.encode_infer_response("model", "3", "id-9", outputs)
+    response = encode("model", "3", "id-9", outputs)
     assert (response.model_name, response.model_version, response.id) == ("model", "3", "id-9")
     assert [t.name for t in response.outputs] == list(outputs)
     assert [t.datatype for t in response.outputs] == [
@@ -687,14 +688,14 @@ def test_encode_response_keeps_output_order_datatype_shape_and_raw_bytes() -> No
 
 def test_encode_response_writes_non_contiguous_arrays_row_major() -> None:
     transposed = np.arange(6, dtype=np.int32).reshape(2, 3).T
-    response = codec.encode_infer_response("m", "1", "", {"t": transposed})
+    response = encode("m", "1", "", {"t": transposed})
     assert list(response.outputs[0].shape) == [3, 2]
     assert response.raw_output_contents[0] == np.ascontiguousarray(transposed).tobytes()
 
 
 def test_encode_response_bytes_from_str_and_bytes_elements() -> None:
     mixed = np.array([["caf\u00e9", b"\x00\xff"], ["", b""]], dtype=object)
-    response = codec.encode_infer_response("m", "1", "", {"text": mixed})
+    response = encode("m", "1", "", {"text": mixed})
     assert response.outputs[0].datatype == "BYTES"
     assert list(response.outputs[0].shape) == [2, 2]
     assert response.raw_output_contents[0] == length_prefixed(
@@ -708,7 +709,7 @@ def test_encode_response_bytes_from_str_and_bytes_elements() -> None:
     ids=["unicode", "fixed-bytes"],
 )
 def test_encode_response_numpy_string_arrays_are_bytes(array: np.ndarray) -> None:
-    response = codec.encode_infer_response("m", "1", "", {"s": array})
+    response = encode("m", "1", "", {"s": array})
     assert response.outputs[0].datatype == "BYTES"
     expected = [item.encode() if isinstance(item, str) else bytes(item) for item in array]
     assert response.raw_output_contents[0] == length_prefixed(expected)
@@ -716,10 +717,10 @@ def test_encode_response_numpy_string_arrays_are_bytes(array: np.ndarray) -> Non
 
 def test_encoded_bytes_output_decodes_back() -> None:
     values = np.array([b"x" * 300, b"", "\u00fc".encode()], dtype=object)
-    raw = codec.encode_infer_response("m", "1", "", {"t": values}).raw_output_contents[0]
+    raw = encode("m", "1", "", {"t": values}).raw_output_contents[0]
     np.testing.assert_array_equal(codec.decode_raw("t", BYTES, (3,), raw), values)
 
 
 def test_encode_response_of_an_unknown_dtype_raises_value_error() -> None:
     with pytest.raises(ValueError, match="complex64"):
-        codec.encode_infer_response("m", "1", "", {"c": np.zeros(1, dtype=np.complex64)})
+        encode("m", "1", "", {"c": np.zeros(1, dtype=np.complex64)})

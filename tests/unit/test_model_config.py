@@ -596,19 +596,13 @@ def test_runtime_options_and_instance_count() -> None:
     assert model_config.instance_count_of(mc.ModelConfig()) == 1
 
 
-def test_inline_compute_is_on_by_default_only_for_predictable_runtimes() -> None:
-    config = complete("max_batch_size: 8")
-    assert model_config.batching_config_of(config).inline_compute_threshold_us == 0
-    predictable = model_config.batching_config_of(config, predictable_cost=True)
-    assert predictable.inline_compute_threshold_us == model_config.AUTO_INLINE_COMPUTE_THRESHOLD_US
-
-
-@pytest.mark.parametrize("predictable", [True, False])
-def test_inline_compute_parameter_wins_over_the_default(predictable: bool) -> None:
-    for value in (0, 250):
-        text = (
-            'max_batch_size: 8\nparameters { key: "inline_compute_threshold_us" '
-            f'value {{ string_value: "{value}" }} }}'
-        )
-        config = model_config.batching_config_of(complete(text), predictable_cost=predictable)
-        assert config.inline_compute_threshold_us == value
+def test_the_retired_inline_compute_parameter_is_named_as_ignored() -> None:
+    """Requests no longer run on an event loop, so the parameter that chose it does nothing:
+    a config that still sets it is told so at load, not silently."""
+    text = (
+        'max_batch_size: 8\nparameters { key: "inline_compute_threshold_us" '
+        'value { string_value: "250" } }'
+    )
+    assert "parameters.inline_compute_threshold_us" in model_config.unsupported_fields(
+        complete(text)
+    )

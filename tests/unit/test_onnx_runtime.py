@@ -18,6 +18,7 @@ from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions
 from server._proto import grpc_service_pb2 as pb
 from server.grpc_api import codec
 from tests.support import model_factory
+from tests.support.responses import encode
 
 NUMERIC_SUPPORTED = tuple(d for d in model_factory.SUPPORTED_DATATYPES if d != "BYTES")
 
@@ -185,7 +186,7 @@ def test_bytes_from_a_decoded_request_round_trip(tmp_path: Path) -> None:
     )
     decoded = codec.decode_infer_request(request)
     outputs = runtime.infer(decoded.inputs, ["OUTPUT0"])
-    response = codec.encode_infer_response("m", "1", "", outputs)
+    response = encode("m", "1", "", outputs)
     assert response.outputs[0].datatype == "BYTES"
     assert response.raw_output_contents[0] == raw
 
@@ -221,7 +222,7 @@ def test_bf16_output_encodes_as_bf16_raw(tmp_path: Path) -> None:
     runtime = identity(tmp_path, "BF16")
     values = np.array([[0.5, 1.5, -2.0, 4.0]], dtype=ml_dtypes.bfloat16)
     outputs = runtime.infer({"INPUT0": values}, ["OUTPUT0"])
-    response = codec.encode_infer_response("m", "1", "", outputs)
+    response = encode("m", "1", "", outputs)
     assert response.outputs[0].datatype == "BF16"
     assert list(response.outputs[0].shape) == [1, 4]
     assert response.raw_output_contents[0] == values.tobytes()

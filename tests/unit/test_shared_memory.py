@@ -22,6 +22,7 @@ from server.dataplane.errors import AlreadyExistsError, RegionNotFoundError, Uns
 from server.dataplane.inference import SharedMemoryLocation
 from server.dataplane.shared_memory import SharedMemoryRegistry, shm_path
 from server.grpc_api import codec
+from tests.support.responses import encode
 
 SIZE = 256
 
@@ -252,9 +253,7 @@ def test_outputs_are_written_to_their_region_and_left_out_of_the_response(regist
     assert decoded.shared_memory_outputs == {"y": SharedMemoryLocation("r", 16, 64)}
     y = np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)
     z = np.array([1, 2], dtype=np.int64)
-    response = codec.encode_infer_response(
-        "m", "1", "id", {"y": y, "z": z}, decoded.shared_memory_outputs, registry
-    )
+    response = encode("m", "1", "id", {"y": y, "z": z}, decoded.shared_memory_outputs, registry)
     written = np.frombuffer(bytes(shm.buf[24 : 24 + y.nbytes]), np.float32).reshape(2, 3)
     np.testing.assert_array_equal(written, y)
     # One raw entry per output, in order; the one in shared memory is empty.
@@ -280,7 +279,7 @@ def test_output_larger_than_its_room(registry, shm):
     decoded = codec.decode_infer_request(request, registry)
     y = np.zeros((2, 3), np.float32)
     with _raises(InvalidInputError, "output 'y'", "byte_size 8 is too small", "needs 24"):
-        codec.encode_infer_response("m", "1", "", {"y": y}, decoded.shared_memory_outputs, registry)
+        encode("m", "1", "", {"y": y}, decoded.shared_memory_outputs, registry)
 
 
 def test_output_region_unregistered_while_the_request_ran(registry, shm):
@@ -290,6 +289,6 @@ def test_output_region_unregistered_while_the_request_ran(registry, shm):
     decoded = codec.decode_infer_request(request, registry)
     registry.unregister("r")
     with _raises(RegionNotFoundError, "output 'y'", "'r'"):
-        codec.encode_infer_response(
+        encode(
             "m", "1", "", {"y": np.zeros(2, np.float32)}, decoded.shared_memory_outputs, registry
         )

@@ -1,193 +1,214 @@
-"""server.streaming: concurrent answers, per-request errors, bounded buffering, cancellation.
+"""grpc_api/streaming.py: concurrent answers, per-request errors, bounded buffering, cancellation.
 
-Handlers are gated by asyncio events, so every interleaving is chosen by the test; `_settle`
-only lets already-runnable tasks run (it waits for no time).
+The handler's requests are answered when the test says so (`Handler.answer`), so every
+interleaving is chosen by the test; the stream's reader is a real thread, and the test waits on
+what it does (the requests it starts), never on time passing, except to show that it does
+nothing more (`nothing_more`, a bounded wait that cannot pass by being slow).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
+from batching.errors import RequestCancelledError
+from batching.request import PendingRequest
+from batching.waiter import Waiter
 from server.grpc_api.streaming import serve_stream
+from tests.support.fake_runtime import WAIT_S
 
 LIMIT = 4
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout=30))
-
-
-async def _settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
+QUIET_S = 0.2  # how long the test watches for something that must not happen
 
 
 class Source:
-    """An endless request stream that counts how many requests were taken from it."""
+    """A request stream of ints that counts how many were taken from it (endless by default)."""
 
-    def __init__(self, count: int | None = None) -> None:
+    def __init__(self, count: int | None = None, fail_after: int | None = None) -> None:
         self.taken = 0
         self.count = count
+        self.fail_after = fail_after
 
-    def __aiter__(self) -> AsyncIterator[int]:
+    def __iter__(self) -> Iterator[int]:
         return self
 
-    async def __anext__(self) -> int:
+    def __next__(self) -> int:
+        if self.fail_after is not None and self.taken >= self.fail_after:
+            raise ConnectionError("transport broke")
         if self.count is not None and self.taken >= self.count:
-            raise StopAsyncIteration
+            raise StopIteration
         self.taken += 1
         return self.taken - 1
 
 
-def _error_answer(request: int, error: Exception) -> str:
+@dataclass(eq=False)
+class Ticket:
+    request: int
+    pending: PendingRequest
+
+
+class Handler:
+    """Starts each request as a pending one and answers it when the test says."""
+
+    def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
+        self.refuse = refuse
+        self.started: queue.Queue[Ticket] = queue.Queue()
+        self.cancelled: list[int] = []
+        self.discarded: list[int] = []
+
+    def start(self, request: int, waiter: Waiter) -> tuple[Ticket, None]:
+        if request in self.refuse:
+            raise ValueError("bad request")
+        pending = PendingRequest({}, ("y",), 1, 1, 0.0, waiter)
+        ticket = Ticket(request, pending)
+        self.started.put(ticket)
+        return ticket, None
+
+    def finish(self, ticket: Ticket) -> str:
+        if ticket.pending.error is not None:
+            raise ticket.pending.take_error()
+        return f"answer {ticket.request}"
+
+    def cancel(self, ticket: Ticket) -> None:
+        if not ticket.pending.done:
+            self.cancelled.append(ticket.request)
+            ticket.pending.finish(None, RequestCancelledError("cancelled"))
+
+    def discard(self, ticket: Ticket) -> None:
+        self.discarded.append(ticket.request)
+
+    def next_started(self) -> Ticket:
+        return self.started.get(timeout=WAIT_S)
+
+    def nothing_more(self) -> bool:
+        try:
+            self.started.get(timeout=QUIET_S)
+        except queue.Empty:
+            return True
+        return False
+
+    @staticmethod
+    def answer(ticket: Ticket) -> None:
+        ticket.pending.finish({"y": np.zeros(1)}, None)
+
+
+def error_answer(request: int, error: Exception) -> str:
     return f"error {request}: {error}"
 
 
-def test_answers_every_request_concurrently_in_completion_order():
-    async def test() -> None:
-        gates = [asyncio.Event() for _ in range(3)]
-
-        async def handle(request: int) -> str:
-            await gates[request].wait()
-            return f"answer {request}"
-
-        stream = serve_stream(Source(3), handle, _error_answer, max_in_flight=LIMIT)
-        gates[2].set()  # the last request finishes first: it is not held up by the others
-        assert await anext(stream) == "answer 2"
-        gates[0].set()
-        assert await anext(stream) == "answer 0"
-        gates[1].set()
-        assert await anext(stream) == "answer 1"
-        with pytest.raises(StopAsyncIteration):
-            await anext(stream)
-
-    run(test)
+def test_answers_every_request_concurrently_in_completion_order() -> None:
+    handler = Handler()
+    stream = serve_stream(Source(3), handler, error_answer, max_in_flight=LIMIT)
+    answers: queue.Queue[str] = queue.Queue()
+    consumer = threading.Thread(target=lambda: [answers.put(a) for a in stream])
+    consumer.start()
+    tickets = [handler.next_started() for _ in range(3)]
+    for index in (2, 0, 1):  # the last request finishes first: not held up by the others
+        handler.answer(tickets[index])
+        assert answers.get(timeout=WAIT_S) == f"answer {index}"
+    consumer.join(WAIT_S)
+    assert not consumer.is_alive()
 
 
-def test_an_error_answers_its_request_and_the_stream_goes_on():
-    async def test() -> None:
-        async def handle(request: int) -> str:
-            if request == 1:
-                raise ValueError("bad request")
-            return f"answer {request}"
-
-        answers = [a async for a in serve_stream(Source(3), handle, _error_answer)]
-        assert sorted(answers) == ["answer 0", "answer 2", "error 1: bad request"]
-
-    run(test)
-
-
-def test_on_error_that_raises_ends_the_stream_and_cancels_the_rest():
-    async def test() -> None:
-        cancelled = []
-        never = asyncio.Event()
-
-        async def handle(request: int) -> str:
-            if request == 0:
-                raise ValueError("fatal")
-            try:
-                await never.wait()
-            except asyncio.CancelledError:
-                cancelled.append(request)
-                raise
-            return "unreachable"
-
-        def end_stream(request: int, error: Exception) -> str:
-            raise error
-
-        stream = serve_stream(Source(3), handle, end_stream, max_in_flight=LIMIT)
-        with pytest.raises(ValueError, match="fatal"):
-            await anext(stream)
-        assert sorted(cancelled) == [1, 2]
-
-    run(test)
+def test_an_error_answers_its_request_and_the_stream_goes_on() -> None:
+    handler = Handler(refuse=frozenset({1}))
+    stream = serve_stream(Source(3), handler, error_answer)
+    answered: list[str] = []
+    consumer = threading.Thread(target=lambda: answered.extend(stream))
+    consumer.start()
+    for _ in range(2):
+        handler.answer(handler.next_started())
+    consumer.join(WAIT_S)
+    assert sorted(answered) == ["answer 0", "answer 2", "error 1: bad request"]
 
 
-def test_a_client_that_reads_no_answers_cannot_make_the_stream_buffer_more():
-    async def test() -> None:
-        source = Source()  # endless
+def test_on_error_that_raises_ends_the_stream_and_cancels_the_rest() -> None:
+    handler = Handler()
 
-        async def handle(request: int) -> int:
-            return request
+    def end_stream(request: int, error: Exception) -> str:
+        raise error
 
-        stream = serve_stream(source, handle, _error_answer, max_in_flight=LIMIT)
-        first = await anext(stream)  # one answer is taken; the client then reads no more
-        assert first == 0
-        await _settle()
-        # Read but unwritten requests never exceed the limit, however fast the source is.
-        assert source.taken == LIMIT
-        await anext(stream)  # each answer written makes room for exactly one more request
-        await _settle()
-        assert source.taken == LIMIT + 1
-        await stream.aclose()
+    stream = serve_stream(Source(3), handler, end_stream, max_in_flight=LIMIT)
+    raised: list[BaseException] = []
 
-    run(test)
+    def consume() -> None:
+        try:
+            next(stream)
+        except Exception as error:
+            raised.append(error)
 
-
-def test_slow_requests_hold_their_slots():
-    async def test() -> None:
-        source = Source()
-        gate = asyncio.Event()
-
-        async def handle(request: int) -> int:
-            await gate.wait()
-            return request
-
-        stream = serve_stream(source, handle, _error_answer, max_in_flight=LIMIT)
-        waiting = asyncio.ensure_future(anext(stream))
-        await _settle()
-        assert source.taken == LIMIT and not waiting.done()
-        gate.set()
-        assert await waiting in range(LIMIT)
-        await stream.aclose()
-
-    run(test)
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    failing, *others = (handler.next_started() for _ in range(3))
+    failing.pending.finish(None, RequestCancelledError("fatal"))  # any error of a request
+    consumer.join(WAIT_S)
+    assert [str(error) for error in raised] == ["fatal"]
+    assert sorted(handler.cancelled) == [t.request for t in others]
+    assert sorted(handler.discarded) == [t.request for t in others]  # their books are closed
 
 
-def test_closing_the_stream_cancels_requests_in_flight(caplog: pytest.LogCaptureFixture):
-    async def test() -> None:
-        gate = asyncio.Event()
-        cancelled = []
+def test_a_client_that_reads_no_answers_cannot_make_the_stream_buffer_more() -> None:
+    handler, source = Handler(), Source()  # endless
+    stream = serve_stream(source, handler, error_answer, max_in_flight=LIMIT)
+    first = threading.Thread(target=lambda: next(stream))  # the client reads one answer
+    first.start()
+    tickets = [handler.next_started() for _ in range(LIMIT)]
+    assert handler.nothing_more()  # read but unwritten requests never exceed the limit
+    handler.answer(tickets[0])
+    first.join(WAIT_S)
+    assert handler.nothing_more()  # not written yet: grpc resumes the stream once it is
+    second = threading.Thread(target=lambda: next(stream), daemon=True)
+    second.start()  # written: the stream is asked for the next answer
+    handler.next_started()  # the written answer made room for exactly one more request
+    assert handler.nothing_more()
+    assert source.taken == LIMIT + 1
+    handler.answer(tickets[1])
+    second.join(WAIT_S)
+    stream.close()
 
-        async def handle(request: int) -> int:
-            if request == 0:
-                return 0
-            try:
-                await gate.wait()
-            except asyncio.CancelledError:
-                cancelled.append(request)
-                raise
-            return request
 
-        source = Source()
-        stream = serve_stream(source, handle, _error_answer, max_in_flight=LIMIT, name="s")
-        assert await anext(stream) == 0
-        await _settle()
-        await stream.aclose()  # what grpc does when the client cancels
-        assert sorted(cancelled) == list(range(1, source.taken))
-        assert len(cancelled) == LIMIT - 1  # the answered one still held its slot
-
+def test_closing_the_stream_cancels_requests_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    handler = Handler()
+    stream = serve_stream(Source(), handler, error_answer, max_in_flight=LIMIT, name="s")
     with caplog.at_level("INFO", logger="server.grpc_api.streaming"):
-        run(test)
+        reader = threading.Thread(target=lambda: next(stream))
+        reader.start()
+        tickets = [handler.next_started() for _ in range(LIMIT)]
+        handler.answer(tickets[0])
+        reader.join(WAIT_S)
+        stream.close()  # what grpc does when the client cancels
+    assert sorted(handler.cancelled) == [t.request for t in tickets[1:]]
     assert "s cancelled by the client" in caplog.text
-    assert "requests in flight dropped" in caplog.text
+    assert f"{LIMIT - 1} requests in flight dropped" in caplog.text
 
 
-def test_a_failing_request_stream_ends_with_its_error():
-    async def test() -> None:
-        async def requests() -> AsyncIterator[int]:
-            yield 0
-            raise ConnectionError("transport broke")
+def test_a_request_running_when_the_stream_closes_has_its_books_closed_when_it_ends() -> None:
+    handler = Handler()
+    stream = serve_stream(Source(), handler, error_answer, max_in_flight=2)
+    reader = threading.Thread(target=lambda: next(stream))
+    reader.start()
+    first, running = handler.next_started(), handler.next_started()
+    handler.answer(first)
+    reader.join(WAIT_S)
+    running.pending.queued = False  # taken into a batch: cancel() cannot drop it
+    handler.cancel = lambda ticket: None  # type: ignore[method-assign]
+    stream.close()
+    assert handler.discarded == []
+    handler.answer(running)  # its batch ends after the client left
+    assert handler.discarded == [running.request]
 
-        async def handle(request: int) -> int:
-            return request
 
-        stream = serve_stream(requests(), handle, _error_answer)
-        with pytest.raises(ConnectionError, match="transport broke"):
-            async for _ in stream:
-                pass
-
-    run(test)
+def test_a_failing_request_stream_ends_with_its_error() -> None:
+    handler = Handler()
+    stream = serve_stream(Source(fail_after=1), handler, error_answer)
+    handler_thread = threading.Thread(target=lambda: handler.answer(handler.next_started()))
+    handler_thread.start()
+    with pytest.raises(ConnectionError, match="transport broke"):
+        for _ in stream:
+            pass
+    handler_thread.join(WAIT_S)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from server.models.watcher import RepositoryWatcher
@@ -12,10 +11,10 @@ class RecordingControl:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def load(self, name: str) -> None:
+    def load(self, name: str) -> None:
         self.calls.append(("load", name))
 
-    async def unload(self, name: str) -> None:
+    def unload(self, name: str) -> None:
         self.calls.append(("unload", name))
 
 
@@ -26,11 +25,8 @@ def write(path: Path, data: bytes) -> None:
 
 
 def scans(watcher: RepositoryWatcher, count: int) -> None:
-    async def run() -> None:
-        for _ in range(count):
-            await watcher.scan_once()
-
-    asyncio.run(run())
+    for _ in range(count):
+        watcher.scan_once()
 
 
 def test_a_new_model_is_loaded_once_its_directory_is_stable(tmp_path: Path) -> None:
@@ -85,9 +81,7 @@ def test_models_present_at_start_are_not_loaded_again(tmp_path: Path) -> None:
 
 
 def test_stop_ends_the_poll_loop() -> None:
-    async def run() -> None:
-        watcher = RepositoryWatcher(Path("/nonexistent"), RecordingControl(), interval_s=3600)
-        watcher.start()
-        await asyncio.wait_for(watcher.stop(), timeout=5)
-
-    asyncio.run(run())
+    watcher = RepositoryWatcher(Path("/nonexistent"), RecordingControl(), interval_s=3600)
+    watcher.start()
+    watcher.stop(timeout_s=5)
+    assert watcher._thread is not None and not watcher._thread.is_alive()

@@ -28,7 +28,7 @@ from batching.request import PendingRequest
 from batching.scheduler import Lead, Scheduler
 from batching.waiter import Waiter
 from runtimes.errors import InvalidInputError, ModelExecutionError
-from tests.support.fake_runtime import WAIT_S, FakeRuntime, double_x
+from tests.support.fake_runtime import WAIT_S, Blocked, FakeRuntime, double_x
 
 
 def x(*values: float, width: int = 1) -> dict[str, np.ndarray]:
@@ -535,23 +535,6 @@ def test_lone_requests_stop_waiting_when_it_gathers_nothing_and_resume_with_comp
 
 
 # --- the blocking path, on real threads -----------------------------------------------------
-
-
-class Blocked:
-    """Waiter hooks that count the callers that blocked: the test waits on them, not on time."""
-
-    def __init__(self) -> None:
-        self._count = threading.Semaphore(0)
-
-    def blocking(self) -> None:
-        self._count.release()
-
-    def resumed(self) -> None:
-        pass
-
-    def wait_for(self, callers: int) -> None:
-        for _ in range(callers):
-            assert self._count.acquire(timeout=WAIT_S), "a caller never blocked"
 
 
 def test_concurrent_callers_form_batches_and_each_runs_on_a_callers_thread() -> None:
