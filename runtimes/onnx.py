@@ -203,9 +203,7 @@ class OnnxRuntime:
         ]
 
 
-def _read_metadata(
-    session: ort.InferenceSession, fallback_from: str
-) -> RuntimeMetadata:
+def _read_metadata(session: ort.InferenceSession, fallback_from: str) -> RuntimeMetadata:
     inputs = tuple(_tensor_spec(arg) for arg in session.get_inputs())
     outputs = tuple(_tensor_spec(arg) for arg in session.get_outputs())
     supports_batching = all(spec.shape and spec.shape[0] == -1 for spec in (*inputs, *outputs))

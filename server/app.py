@@ -31,6 +31,11 @@ from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+# After the drain, calls still arriving are refused until SETTLE_QUIET_S pass without one, for
+# at most SETTLE_MAX_S (see ServerState.wait_settled).
+SETTLE_QUIET_S = 0.05
+SETTLE_MAX_S = 0.5
+
 
 class TensorgateServer:
     def __init__(
@@ -134,6 +139,8 @@ class TensorgateServer:
         if self.watcher is not None:
             self.watcher.stop(max(0.0, deadline - time.monotonic()))
         drained = self.plane.state.wait_idle(deadline)
+        settle_until = min(deadline, time.monotonic() + SETTLE_MAX_S)
+        self.plane.state.wait_settled(SETTLE_QUIET_S, settle_until)
         if self.grpc is not None:
             self.grpc.stop(max(0.0, deadline - time.monotonic()))
         if not self.models.unload_all(deadline):

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,17 +458,18 @@ def _configure_logging(settings: ServerSettings) -> None:
 def _serve(settings: ServerSettings) -> int:
     from server.app import TensorgateServer  # imported late: grpc and onnxruntime are heavy
 
+    # SIGTERM and SIGINT are taken by sigwait below, not by a handler: blocked before any thread
+    # starts, so every thread inherits the mask and none is interrupted by them.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     server = TensorgateServer(settings)
-    stop_requested = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop_requested.set())
     try:
         server.start()
     except (OSError, RuntimeError) as error:  # a port in use, an unreadable repository
         log.error("cannot start: %s", error)
         server.stop(grace_s=0)
         return 2
-    stop_requested.wait()
+    signal.sigwait(stop_signals)
     if not server.stop():
         # Threads stuck in a model cannot be joined; leave without waiting for them.
         logging.shutdown()

@@ -181,6 +181,7 @@ class DataPlane:
         hears of the answer; a returned Lead is a batch for the caller to run now."""
         state = self.state
         if not state.accepting:
+            state.last_refused_s = time.monotonic()
             raise ShuttingDownError("server is shutting down")
         received_s = time.monotonic()
         # Resolved before decoding: a request for an unknown model costs no decoding.

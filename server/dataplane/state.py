@@ -12,6 +12,7 @@ class ServerState:
 
     def __init__(self) -> None:
         self.accepting = False
+        self.last_refused_s = 0.0  # monotonic time of the last request refused while stopping
         self._in_flight = 0
         self._changed = threading.Condition(threading.Lock())
 
@@ -40,3 +41,17 @@ class ServerState:
                     return False
                 self._changed.wait(remaining)
         return True
+
+    def wait_settled(self, quiet_s: float, deadline_s: float) -> None:
+        """After the drain: wait until no request has been refused for quiet_s, or the
+        deadline. A call that reaches gRPC just as its server stops is cancelled, not refused
+        (grpc's Python servers take one call at a time off the transport, and those still
+        waiting there are dropped); clients whose last request was just answered send their
+        next one now, so a short quiet lets those be refused UNAVAILABLE instead. Bounded:
+        clients that retry without pause cannot hold shutdown beyond deadline_s."""
+        started_s = time.monotonic()
+        while (now := time.monotonic()) < deadline_s:
+            remaining_quiet = quiet_s - (now - max(started_s, self.last_refused_s))
+            if remaining_quiet <= 0:
+                return
+            time.sleep(min(remaining_quiet, deadline_s - now))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +33,7 @@ from server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MAX_HEALTH_WATCHES = 64  # grpc.health.v1 Watch streams open at once (more wait for a place)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -72,7 +74,14 @@ class GrpcFrontEnd:
         trace_headers: bool,
     ) -> None:
         self.settings = settings
-        self.health = health.HealthServicer()
+        # Watch streams block a thread each, from a pool of their own: grpc_health's non-blocking
+        # Watch sends updates while holding its lock, and its close callback (on grpc's polling
+        # thread) takes that lock; with the synchronous server the two deadlock whenever a
+        # watcher goes away during an update (every server call then hangs).
+        self._watch_threads = ThreadPoolExecutor(MAX_HEALTH_WATCHES, "health-watch")
+        self.health = health.HealthServicer(
+            experimental_non_blocking=False, experimental_thread_pool=self._watch_threads
+        )
         self.pool = SlotPool(settings.grpc_handler_threads, settings.max_concurrent_calls)
         interceptors = [AuthInterceptor(tokens, audit)] if tokens is not None else []
         server = grpc.server(
@@ -160,3 +169,4 @@ class GrpcFrontEnd:
         if self._health_server is not None:
             self._health_server.stop(0)
         self.pool.close()
+        self._watch_threads.shutdown(wait=False)

@@ -169,6 +169,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             on_error,
             max_in_flight=self._stream_max_in_flight,
             hooks=self._pool,
+            on_end=context.add_callback,
             name=name,
         )
         code, message = grpc.StatusCode.OK, ""
@@ -177,6 +178,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except GeneratorExit:
             code = grpc.StatusCode.CANCELLED
             raise
+        except streaming.ClientGone:
+            code = grpc.StatusCode.CANCELLED
+            return
         except Exception as error:
             code, message = status.failure(name, error)
         finally:

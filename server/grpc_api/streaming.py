@@ -65,6 +65,10 @@ class StreamHandler(Protocol[Request, Ticket, Response]):
         ...
 
 
+class ClientGone(Exception):
+    """The client ended the stream (cancelled, or went away) while answers were awaited."""
+
+
 def serve_stream(
     requests: Iterator[Request],
     handler: StreamHandler[Request, Ticket, Response],
@@ -72,13 +76,21 @@ def serve_stream(
     *,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     hooks: BlockingHooks | None = None,
+    on_end: Callable[[Callable[[], None]], object] | None = None,
     name: str = "stream",
 ) -> Iterator[Response]:
     """Answer every request of `requests`, concurrently, at most `max_in_flight` at a time;
-    yield the answers as they complete."""
+    yield the answers as they complete.
+
+    on_end(callback) asks the transport to call back when the call ends (grpc's
+    context.add_callback): a client that goes away while the stream waits for answers ends it
+    with ClientGone, and everything it had in flight is dropped.
+    """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     stream = _Stream(requests, handler, on_error, max_in_flight, hooks, name)
+    if on_end is not None:
+        on_end(stream.client_gone)
     return stream.answers()
 
 
@@ -120,6 +132,11 @@ class _Stream(Generic[Request, Ticket, Response]):
         self._reading = True
         self._read_error: BaseException | None = None
         self._stopped = False
+        self._gone = False
+
+    def client_gone(self) -> None:
+        self._gone = True
+        self._waiter.notify()
 
     def answers(self) -> Iterator[Response]:
         reader = threading.Thread(target=self._read, name=f"{self._name}-reader", daemon=True)
@@ -127,7 +144,7 @@ class _Stream(Generic[Request, Ticket, Response]):
         ending = ""
         try:
             yield from self._answer_until_done()
-        except GeneratorExit:
+        except (GeneratorExit, ClientGone):
             ending = "cancelled by the client"
             raise
         except Exception:
@@ -163,6 +180,8 @@ class _Stream(Generic[Request, Ticket, Response]):
                 if error is not None:
                     raise error  # the request stream itself failed
                 return
+            if self._gone:
+                raise ClientGone
             self._waiter.wait()
 
     def _take_answers(self) -> Iterator[Response]:

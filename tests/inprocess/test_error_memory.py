@@ -1,11 +1,11 @@
 """A refused request is freed as soon as its call ends, not at the next full garbage collection.
 
-An error kept alive by a frame that its own traceback holds (a reference cycle) keeps every frame
-of that traceback, and the request they hold, until a full collection: a stream of large
-malformed requests then piles up (the fuzz soak once saw +64 MiB of RSS from it). Here the garbage collector is off while a real
-server in this process refuses large requests through a real channel; what the collector then
-finds unreachable must hold none of them, whether the service refuses them or, before it, the
-bearer-token check.
+An error kept alive by a frame that its own traceback holds (a reference cycle) keeps every frame of
+that traceback, and the request they hold, until a full collection: a stream of large malformed
+requests then piles up (the fuzz soak once saw +64 MiB of RSS from it). Here the garbage collector
+is off while a real server in this process refuses large requests through a real channel; what the
+collector then finds unreachable must hold none of them, whether the service refuses them or, before
+it, the bearer-token check.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from batching.errors import RequestCancelledError
 from batching.request import PendingRequest
 from batching.waiter import Waiter
-from server.grpc_api.streaming import serve_stream
+from server.grpc_api.streaming import ClientGone, serve_stream
 from tests.support.fake_runtime import WAIT_S
 
 LIMIT = 4
@@ -212,3 +212,27 @@ def test_a_failing_request_stream_ends_with_its_error() -> None:
         for _ in stream:
             pass
     handler_thread.join(WAIT_S)
+
+
+def test_a_client_that_goes_away_while_answers_are_awaited_ends_the_stream() -> None:
+    """grpc does not interrupt a handler blocked waiting for answers: the transport's end-of-call
+    callback (on_end) wakes the stream, which ends and drops what it had in flight."""
+    handler = Handler()
+    ended: list[object] = []
+    stream = serve_stream(Source(), handler, error_answer, max_in_flight=2, on_end=ended.append)
+    raised: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            next(stream)
+        except ClientGone as error:
+            raised.append(error)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    tickets = [handler.next_started() for _ in range(2)]
+    (client_gone,) = ended
+    client_gone()  # type: ignore[operator]
+    consumer.join(WAIT_S)
+    assert len(raised) == 1
+    assert sorted(handler.cancelled) == [t.request for t in tickets]
