@@ -45,7 +45,8 @@ class TensorgateServer:
         pass an in-memory exporter here)."""
         self.settings = settings
         self.registry = ModelRegistry()
-        self.metrics = ServerMetrics() if settings.metrics_enabled else None
+        worker = None if settings.worker_index is None else str(settings.worker_index)
+        self.metrics = ServerMetrics(worker) if settings.metrics_enabled else None
         self.audit = AuditLog(settings.audit_log)
         self.tokens = TokenStore.load(settings.auth_tokens_file, settings.auth_tokens)
         self.tracing = Tracing(
@@ -95,8 +96,9 @@ class TensorgateServer:
         self.port = self.grpc.port
         if self.metrics is not None:
             self.metrics.add_collector(ModelStateCollector(self._model_rows))
-            self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)
+            if self.metrics.worker is None:  # a --workers child's metrics are its parent's to serve
+                self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
+                log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)
         if self.watcher is not None:
             self.watcher.mark_applied()
         for name in self._models_to_load_at_start():
@@ -116,7 +118,10 @@ class TensorgateServer:
             )
         self.grpc.start()
         self.plane.state.accepting = True
-        log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
+        if settings.worker_index is None:
+            log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
+        else:  # the parent announces the shared port once all workers serve
+            log.info("worker %d serving gRPC on port %d", settings.worker_index, self.port)
 
     def stop(self, grace_s: float | None = None) -> bool:
         """Drain and stop within grace_s; False when work was still running at its end (its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server import __version__
-from server.settings import BUNDLED_MODELS, WORKER_INDEX_VARIABLE, ServerSettings
+from server.settings import (
+    BUNDLED_MODELS,
+    READY_FD_VARIABLE,
+    WORKER_INDEX_VARIABLE,
+    ServerSettings,
+)
 
 log = logging.getLogger("tensorgate")
 
@@ -439,6 +445,13 @@ def _batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_ready(port: int, ready_fd: str | None) -> None:
+    """Tell a `--workers` parent that this child listens (server/workers.py)."""
+    if ready_fd:
+        with os.fdopen(int(ready_fd), "w", encoding="utf-8") as pipe:
+            pipe.write(json.dumps({"port": port}) + "\n")
+
+
 def _configure_logging(settings: ServerSettings) -> None:
     if settings.trace_exporter == "none":
         logging.basicConfig(
@@ -469,6 +482,7 @@ def _serve(settings: ServerSettings) -> int:
         log.error("cannot start: %s", error)
         server.stop(grace_s=0)
         return 2
+    _report_ready(server.port, os.environ.get(READY_FD_VARIABLE))
     signal.sigwait(stop_signals)
     if not server.stop():
         # Threads stuck in a model cannot be joined; leave without waiting for them.

@@ -8,6 +8,8 @@ from pathlib import Path
 BUNDLED_MODELS = Path(__file__).resolve().parent / "example_models"
 # Set by `serve --workers N` for each of its children; never by users.
 WORKER_INDEX_VARIABLE = "TENSORGATE_WORKER_INDEX"
+# And the pipe on which each child reports that it listens (one JSON line: {"port": ...}).
+READY_FD_VARIABLE = "TENSORGATE_READY_FD"
 
 
 @dataclass(frozen=True)

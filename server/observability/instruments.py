@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -53,15 +54,30 @@ class LocalHistogram:
 
 
 class CounterFamily:
-    """A labelled counter whose children are created once and then updated lock-free."""
+    """A labelled counter whose children are created once and then updated as plain numbers.
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+    With `worker` (a `--workers` child, prometheus_client's multiprocess mode on), children are
+    prometheus_client's own, labelled with the worker, whose values the parent reads from the
+    shared directory.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], worker: str | None = None
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labels = tuple(labels)
         self._children: dict[tuple[str, ...], LocalCounter] = {}
+        self._worker = worker
+        self._shared = (
+            Counter(name, documentation, (*labels, "worker"), registry=None)
+            if worker is not None
+            else None
+        )
 
     def child(self, *values: str) -> LocalCounter:
+        if self._shared is not None:
+            return self._shared.labels(*values, self._worker)  # type: ignore[return-value]
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = LocalCounter()
@@ -75,16 +91,31 @@ class CounterFamily:
 
 
 class HistogramFamily:
+    """A labelled histogram; `worker` as for CounterFamily."""
+
     def __init__(
-        self, name: str, documentation: str, labels: Sequence[str], bounds: Sequence[float]
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        bounds: Sequence[float],
+        worker: str | None = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labels = tuple(labels)
         self._bounds = tuple(bounds)
         self._children: dict[tuple[str, ...], LocalHistogram] = {}
+        self._worker = worker
+        self._shared = (
+            Histogram(name, documentation, (*labels, "worker"), registry=None, buckets=bounds)
+            if worker is not None
+            else None
+        )
 
     def child(self, *values: str) -> LocalHistogram:
+        if self._shared is not None:
+            return self._shared.labels(*values, self._worker)  # type: ignore[return-value]
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = LocalHistogram(self._bounds)

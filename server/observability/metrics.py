@@ -22,7 +22,7 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from batching.observer import BatchReport
@@ -74,12 +74,13 @@ class ModelMetrics:
         self._batch_rows = metrics.batch_rows.child(*labels)
         self._inferences = metrics.inferences.child(*labels)
         self._executions = metrics.executions.child(*labels)
-        self._load_seconds = metrics.load_seconds.labels(*labels)
+        worker = () if metrics.worker is None else (metrics.worker,)
+        self._load_seconds = metrics.load_seconds.labels(*labels, *worker)
         self._lock = threading.Lock()
 
     def request_finished(self, outcome: str, seconds: float) -> None:
         with self._lock:
-            self._requests[outcome].value += 1
+            self._requests[outcome].inc()
             self._request_seconds.observe(seconds)
 
     def batch_completed(self, report: BatchReport) -> None:
@@ -91,8 +92,8 @@ class ModelMetrics:
                 observe_queued(queued)
             self._compute_seconds.observe(report.infer_s)
             self._batch_rows.observe(report.batch_rows)
-            self._inferences.value += report.batch_rows
-            self._executions.value += 1
+            self._inferences.inc(report.batch_rows)
+            self._executions.inc()
 
     def loaded(self, seconds: float) -> None:
         self._load_seconds.set(seconds)
@@ -118,37 +119,47 @@ class ServerMetrics:
     (observability/instruments.py), updated under their owner's lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
+        """worker: this process is `--workers` child number `worker`; its values go to
+        prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR, set by the parent)
+        with a `worker` label, and the parent serves them (server/workers.py)."""
         self.registry = CollectorRegistry()
+        self.worker = worker
         model = ("model", "version")
         self.requests = CounterFamily(
-            "tensorgate_requests", "Inference requests by outcome", (*model, "outcome")
+            "tensorgate_requests", "Inference requests by outcome", (*model, "outcome"), worker
         )
         self.request_seconds = HistogramFamily(
             "tensorgate_request_duration_seconds",
             "Time from receiving an inference request to answering it",
             model,
             _SECONDS,
+            worker,
         )
         self.queue_seconds = HistogramFamily(
             "tensorgate_queue_duration_seconds",
             "Time a request waited in the scheduler queue",
             model,
             _SECONDS,
+            worker,
         )
         self.compute_seconds = HistogramFamily(
             "tensorgate_compute_duration_seconds",
             "Time the runtime took to execute one batch",
             model,
             _SECONDS,
+            worker,
         )
         self.batch_rows = HistogramFamily(
-            "tensorgate_batch_size", "Rows in each executed batch", model, _ROWS
+            "tensorgate_batch_size", "Rows in each executed batch", model, _ROWS, worker
         )
-        self.inferences = CounterFamily("tensorgate_inferences", "Rows inferred", model)
-        self.executions = CounterFamily("tensorgate_executions", "Batches executed", model)
+        self.inferences = CounterFamily("tensorgate_inferences", "Rows inferred", model, worker)
+        self.executions = CounterFamily("tensorgate_executions", "Batches executed", model, worker)
         self.grpc_calls = CounterFamily(
-            "tensorgate_grpc_calls", "gRPC calls by method and status code", ("method", "code")
+            "tensorgate_grpc_calls",
+            "gRPC calls by method and status code",
+            ("method", "code"),
+            worker,
         )
         self.registry.register(
             HotPathCollector(
@@ -167,8 +178,9 @@ class ServerMetrics:
         self.load_seconds = Gauge(
             "tensorgate_model_load_duration_seconds",
             "How long the last load of a model version took",
-            model,
+            (*model, "worker") if worker is not None else model,
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self._call_children: dict[tuple[str, str], LocalCounter] = {}
         self._calls_lock = threading.Lock()
@@ -176,6 +188,7 @@ class ServerMetrics:
         PlatformCollector(registry=self.registry)
         _register_gpu_collector(self.registry)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+        self._shared_gauges: SharedGauges | None = None
 
     def for_model(self, name: str, version: int) -> ModelMetrics:
         return ModelMetrics(self, name, str(version))
@@ -185,10 +198,17 @@ class ServerMetrics:
             child = self._call_children.get((method, code))
             if child is None:
                 child = self._call_children[(method, code)] = self.grpc_calls.child(method, code)
-            child.value += 1
+            child.inc()
 
     def add_collector(self, collector: Collector) -> None:
-        self.registry.register(collector)
+        """A scrape-time collector; in a `--workers` child, its gauges are written to the
+        shared directory every second instead (the parent cannot call it)."""
+        if self.worker is None:
+            self.registry.register(collector)
+            return
+        if self._shared_gauges is None:
+            self._shared_gauges = SharedGauges(self.worker)
+        self._shared_gauges.add(collector)
 
     def serve(self, host: str, port: int) -> int:
         """Expose /metrics over HTTP on a background thread; returns the bound port."""
@@ -203,12 +223,64 @@ class ServerMetrics:
         return server.server_port
 
     def close(self) -> None:
+        if self._shared_gauges is not None:
+            self._shared_gauges.close()
         if self._http is not None:
             server, thread = self._http
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
             self._http = None
+
+
+class SharedGauges:
+    """In a `--workers` child: what scrape-time collectors report (queue depths, states, drift),
+    written to prometheus_client's multiprocess gauges every `interval_s`, labelled with the
+    worker, so the parent's /metrics serves every worker's without calling any of them."""
+
+    def __init__(self, worker: str, interval_s: float = 1.0) -> None:
+        self._worker = worker
+        self._collectors: list[Collector] = []
+        self._gauges: dict[str, Gauge] = {}
+        self._stop = threading.Event()
+        self._interval_s = interval_s
+        self._thread = threading.Thread(target=self._run, name="shared-gauges", daemon=True)
+        self._thread.start()
+
+    def add(self, collector: Collector) -> None:
+        self._collectors.append(collector)
+        self.write()
+
+    def write(self) -> None:
+        for collector in list(self._collectors):
+            for family in collector.collect():
+                for sample in family.samples:
+                    self._gauge(family, tuple(sample.labels)).labels(
+                        *sample.labels.values(), self._worker
+                    ).set(sample.value)
+
+    def _gauge(self, family: Metric, labels: tuple[str, ...]) -> Gauge:
+        gauge = self._gauges.get(family.name)
+        if gauge is None:
+            gauge = self._gauges[family.name] = Gauge(
+                family.name,
+                family.documentation,
+                (*labels, "worker"),
+                registry=None,
+                multiprocess_mode="livesum",  # one process writes each series; dead ones drop
+            )
+        return gauge
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.write()
+            except Exception:  # a registry that changed mid-read: the next round catches up
+                log.debug("writing shared gauges failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 @dataclass(frozen=True)
