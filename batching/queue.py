@@ -98,7 +98,7 @@ class RequestQueues:
     def _take_matching(
         self,
         queue: deque[PendingRequest],
-        group_key: tuple,
+        group_key: tuple[object, ...],
         batch: list[PendingRequest],
         rows: int,
         max_rows: int,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from batching.clock import TimerHandle
 from batching.waiter import Waiter
 from runtimes.errors import TensorgateError
 
@@ -32,7 +33,7 @@ class PendingRequest:
     queued: bool = False
     # Opaque to the scheduler: handed back in the BatchReport (the server's request span).
     trace: object | None = None
-    timers: list[object] = field(default_factory=list)
+    timers: list[TimerHandle] = field(default_factory=list)
     done: bool = False
     outputs: dict[str, np.ndarray] | None = None
     error: TensorgateError | None = None
@@ -57,7 +58,9 @@ class PendingRequest:
         return error
 
 
-def group_key_of(inputs: dict[str, np.ndarray], padded_inputs: frozenset[str]) -> tuple:
+def group_key_of(
+    inputs: dict[str, np.ndarray], padded_inputs: frozenset[str]
+) -> tuple[object, ...]:
     """Non-batch shapes of the inputs that must match exactly for requests to share a batch."""
     return tuple(
         (name, array.shape[1:])

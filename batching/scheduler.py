@@ -42,7 +42,7 @@ from batching.observer import BatchObserver, BatchReport, NullObserver
 from batching.queue import RequestQueues
 from batching.request import PendingRequest, group_key_of
 from batching.slo import LatencyController
-from batching.waiter import Waiter
+from batching.waiter import BlockingHooks, Waiter
 from runtimes.base import Runtime
 from runtimes.errors import InvalidInputError, ModelExecutionError, TensorgateError
 
@@ -61,9 +61,10 @@ class Lead:
     batch: list[PendingRequest]
     sequence: int
 
-    def run(self) -> None:
-        """Run the batch on the calling thread and answer its requests."""
-        self.scheduler._execute(self)
+    def run(self, hooks: BlockingHooks | None = None) -> None:
+        """Run the batch on the calling thread and answer its requests; `hooks` are told when
+        the thread is in the runtime (batching/waiter.py compute_hooks)."""
+        self.scheduler._execute(self, hooks)
 
 
 class Scheduler:
@@ -174,7 +175,7 @@ class Scheduler:
             trace=trace,
         )
         if lead is not None:
-            lead.run()
+            lead.run(waiter.compute_hooks)
         self.wait(request)
         return request
 
@@ -184,7 +185,7 @@ class Scheduler:
         waiter = request.waiter
         while not request.done:
             if waiter.leads:
-                waiter.leads.popleft().run()
+                waiter.leads.popleft().run(waiter.compute_hooks)
                 continue
             waiter.wait()
             if waiter.cancelled:
@@ -457,7 +458,7 @@ class Scheduler:
 
     def _pool(self, name: str) -> ThreadPoolExecutor:
         with self._lock:
-            pool = getattr(self, name)
+            pool: ThreadPoolExecutor | None = getattr(self, name)
             if pool is None:
                 pool = ThreadPoolExecutor(
                     max_workers=len(self._instances),
@@ -468,7 +469,7 @@ class Scheduler:
 
     # running batches ---------------------------------------------------------------------------
 
-    def _execute(self, lead: Lead) -> None:
+    def _execute(self, lead: Lead, hooks: BlockingHooks | None = None) -> None:
         clock = self._clock
         batch, instance = lead.batch, lead.instance
         rows = sum(request.rows for request in batch)
@@ -481,7 +482,13 @@ class Scheduler:
             assembled = clock.now()
             assemble_s = assembled - started
             try:
-                outputs = self._compute(instance, inputs, output_names)
+                if hooks is not None:
+                    hooks.blocking()
+                try:
+                    outputs = self._compute(instance, inputs, output_names)
+                finally:
+                    if hooks is not None:
+                        hooks.resumed()
             except _RuntimeFailure as failure:
                 results = self._isolate_failure(instance, batch, failure)
             else:

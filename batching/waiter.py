@@ -7,7 +7,8 @@ of its requests, which is told of each answer but never leads (a stream's thread
 by its client's flow control, and a batch holds other clients' requests).
 
 A front end can pass `hooks`: told when its thread blocks and when it resumes (the gRPC front
-end lends its thread's run slot to another call meanwhile).
+end lends its thread's run slot to another call meanwhile), and `compute_hooks`, told the same
+around a batch this thread runs in the runtime (which releases the GIL: other calls can run).
 """
 
 from __future__ import annotations
@@ -30,14 +31,21 @@ class BlockingHooks(Protocol):
 
 
 class Waiter:
-    __slots__ = ("_signal", "answered", "can_lead", "cancelled", "hooks", "leads")
+    __slots__ = ("_signal", "answered", "can_lead", "cancelled", "compute_hooks", "hooks", "leads")
 
-    def __init__(self, *, can_lead: bool = True, hooks: BlockingHooks | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        can_lead: bool = True,
+        hooks: BlockingHooks | None = None,
+        compute_hooks: BlockingHooks | None = None,
+    ) -> None:
         # Locked: nothing to report. Released: something happened (signals coalesce).
         self._signal = _thread.allocate_lock()
         self._signal.acquire()
         self.can_lead = can_lead
         self.hooks = hooks
+        self.compute_hooks = compute_hooks
         self.leads: deque[Lead] = deque()
         # Requests answered since the waiter last looked (streams read this; unary calls look
         # at their one request instead).

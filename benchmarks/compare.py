@@ -74,7 +74,9 @@ _TOO_SHORT = (2, 3)
 
 TENSORGATE = "tensorgate"
 TENSORGATE_WORKERS = "tensorgate --workers 2"
+BASELINE = "tensorgate before"  # --baseline CHECKOUT: another checkout, side by side
 BARE = "bare grpc.aio"
+BARE_SYNC = "bare sync grpc, 2 threads"  # the fastest bare handler (benchmarks/transports.py)
 BARE_MODEL = "bare grpc.aio + onnxruntime"
 
 
@@ -94,6 +96,7 @@ class ServerSpec:
     # Average batch sizes from ModelStatistics; not for several processes behind one port, where
     # consecutive calls reach different processes.
     statistics: bool = True
+    cwd: Path = REPO_ROOT  # where it runs from (another checkout, for --baseline)
 
     @property
     def is_peer(self) -> bool:
@@ -123,6 +126,13 @@ SERVERS = (
         None,
         ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}"),
         models=("image_classifier", "text_encoder"),
+    ),
+    ServerSpec(
+        BARE_SYNC,
+        "bare",
+        None,
+        ("-m", "benchmarks.bare_server", "serve", "--transport", "sync", "--threads", "2"),
+        models=("tabular_classifier",),
     ),
     ServerSpec(
         BARE_MODEL,
@@ -165,6 +175,7 @@ SERVERS = (
     ),
 )
 GROUPS = ("tensorgate", "tensorgate-workers", "bare", "mlserver", "kserve", "pytriton")
+# --baseline adds a server of group "baseline" (not selectable with --servers).
 PEER_VERSIONS = {"mlserver": "mlserver", "kserve": "kserve", "pytriton": "nvidia-pytriton"}
 LABELS = {"mlserver": "MLServer", "kserve": "KServe", "pytriton": "PyTriton"}
 
@@ -180,6 +191,7 @@ class Process:
         models: Sequence[str],
         startup_timeout_s: float,
         env: dict[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.command = list(command)
         self.log_lines: list[str] = []
@@ -187,7 +199,7 @@ class Process:
         self._listening = threading.Event()
         self.process = subprocess.Popen(
             self.command,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -501,7 +513,7 @@ def start_server(
         command += ["--grpc-host", "127.0.0.1", "--grpc-port", "0"]
     print(f"{server.name}: starting {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
-    process = Process(command, server.models, server.startup_timeout_s)
+    process = Process(command, server.models, server.startup_timeout_s, cwd=server.cwd)
     print(f"{server.name}: ready in {time.monotonic() - started:.1f}s", flush=True)
     if on_up:
         on_up(process.url)
@@ -556,15 +568,20 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
     peer_points = [p for name in peers if (p := _point(points, name, tab, c32))]
     best = max(peer_points, key=lambda p: p.throughput or 0, default=None)
     bare = _point(points, BARE, tab, c32)
+    bare_sync = _point(points, BARE_SYNC, tab, c32)
+    fastest_bare = max(
+        (p for p in (bare, bare_sync) if p), key=lambda p: p.throughput or 0, default=None
+    )
     floor = _point(points, BARE_MODEL, tab, c32)
     workers = _point(points, TENSORGATE_WORKERS, tab, c32)
     two = "tensorgate --workers 2 (two processes; the bare server is one)"
     for server, label, other, note in (
-        (tg, "best peer", best, ""),
-        (tg, BARE, bare, ""),
+        (tg, "best peer", best, "target >= 1.5"),
+        (tg, BARE, bare, "target >= 1.3"),
+        (tg, "the fastest bare handler", fastest_bare, "target >= 0.85"),
         (tg, BARE_MODEL, floor, "what the model call leaves of the bare ceiling"),
+        (workers, TENSORGATE, tg, "target >= 1.0 on 2 cores: " + two),
         (workers, "best peer", best, two),
-        (workers, BARE, bare, two),
     ):
         if server and other:
             add(
@@ -574,6 +591,17 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
                 _ratio(server.throughput, other.throughput),
                 note,
             )
+    image_now = _point(points, TENSORGATE, "image_classifier", c32)
+    image_before = _point(points, BASELINE, "image_classifier", c32)
+    if image_now and image_before:
+        add(
+            "image throughput at c=32 vs before",
+            "image_classifier",
+            f"{image_now.throughput:,.0f}/s (avg batch {image_now.avg_batch or 0:.1f}) vs "
+            f"{image_before.throughput:,.0f}/s (avg batch {image_before.avg_batch or 0:.1f})",
+            _ratio(image_now.throughput, image_before.throughput),
+            "target >= 1.0, avg batch >= 4",
+        )
     for model in ("image_classifier", "text_encoder"):
         ceiling = ceilings.get(model)
         sweep_points = [
@@ -591,15 +619,17 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
             )
     for model in WORKLOADS:
         one = _point(points, TENSORGATE, model, 1)
-        bare_one = _point(points, BARE, model, 1)
+        bare_ones = [p for name in (BARE, BARE_SYNC) if (p := _point(points, name, model, 1))]
+        bare_one = min(bare_ones, key=lambda p: p.p50_us or 0, default=None)
         ceiling = ceilings.get(model)
         if one and bare_one and ceiling:
             floor = bare_one.p50_us + ceiling.batch1_us
             add(
-                "p50 at c=1 vs bare p50 + in-process batch-1 time",
+                "p50 at c=1 vs fastest bare p50 + in-process batch-1 time",
                 model,
                 f"{one.p50_us} us vs {bare_one.p50_us} + {ceiling.batch1_us:.0f} = {floor:.0f} us",
                 _ratio(one.p50_us, floor),
+                f"target: within 100 us ({one.p50_us - floor:+.0f} us)",
             )
         with_model = _point(points, BARE_MODEL, model, 1)
         if one and with_model:
@@ -760,6 +790,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--skip-setup", action="store_true", help="do not run peers/setup.sh")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run tensorgate from this checkout (e.g. a git worktree of the previous "
+        "release), side by side, as 'tensorgate before'",
+    )
+    parser.add_argument(
         "--wait-for-quiet",
         type=float,
         default=0,
@@ -800,6 +837,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in SERVERS
         if s.group in args.servers and set(s.models) & set(args.models)
     ]
+    if args.baseline:
+        tensorgate_spec = next(s for s in SERVERS if s.name == TENSORGATE)
+        servers.append(
+            only_models(
+                dataclasses.replace(
+                    tensorgate_spec, name=BASELINE, group="baseline", cwd=args.baseline.resolve()
+                ),
+                args.models,
+            )
+        )
 
     print("in-process ceiling ...", flush=True)
     ceilings = {m: measure_ceiling(WORKLOADS[m], settings.ceiling_s) for m in args.models}

@@ -36,6 +36,9 @@ NO_GRAPH = "-1"
 DEFAULT_MAX_GRAPHS = 32  # one per distinct batch shape: max_batch_size 32 needs at most 32
 _CUDA_HOST_REGISTER_PORTABLE = 1  # page-locked for every CUDA context (instances on other GPUs)
 
+# What a captured graph is for: each input's (name, shape, dtype string), and the output names.
+_GraphKey = tuple[tuple[tuple[str, tuple[int, ...], str], ...], tuple[str, ...]]
+
 
 class CudaHostPinner:
     """Page-locks numpy buffers with cudaHostRegister, through the CUDA runtime onnxruntime's
@@ -60,7 +63,10 @@ class CudaHostPinner:
         return None
 
     def pin(self, buffer: np.ndarray) -> bool:
-        return self._register(buffer.ctypes.data, buffer.nbytes, _CUDA_HOST_REGISTER_PORTABLE) == 0
+        status: int = self._register(
+            buffer.ctypes.data, buffer.nbytes, _CUDA_HOST_REGISTER_PORTABLE
+        )
+        return status == 0
 
     def unpin(self, buffer: np.ndarray) -> None:
         self._unregister(buffer.ctypes.data)
@@ -153,7 +159,7 @@ class IoBindingRunner:
         self._host = HostBuffers(pinner)
         self._input_shapes = {arg.name: arg.shape for arg in session.get_inputs()}
         self._binding = session.io_binding()
-        self._graphs: dict[tuple, _Graph] = {}
+        self._graphs: dict[_GraphKey, _Graph] = {}
         self._last_graph_id = 0  # never reused, even for a graph dropped before it captured
         self._plain_options = ort.RunOptions()
         if cuda_graph:
@@ -180,7 +186,7 @@ class IoBindingRunner:
         self._check(feeds, output_names)
         with self._lock:
             shapes = tuple((name, v.shape, v.dtype.str) for name, v in sorted(feeds.items()))
-            key = (shapes, tuple(output_names))
+            key: _GraphKey = (shapes, tuple(output_names))
             graph = self._graph_for(key, feeds, output_names) if self._cuda_graph else None
             if graph is None:
                 return self._run_plain(feeds, output_names)
@@ -193,7 +199,8 @@ class IoBindingRunner:
                     del self._graphs[key]
                 raise
             graph.ran = True
-            return graph.binding.copy_outputs_to_cpu()
+            results: list[np.ndarray] = graph.binding.copy_outputs_to_cpu()
+            return results
 
     def _check(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]) -> None:
         """Names and fixed dimensions, checked here: a wrong shape must not get a graph of its
@@ -230,10 +237,11 @@ class IoBindingRunner:
         for name in output_names:
             binding.bind_output(name, self._device, self._device_id)
         self._session.run_with_iobinding(binding, self._plain_options)
-        return binding.copy_outputs_to_cpu()
+        results: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return results
 
     def _graph_for(
-        self, key: tuple, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]
+        self, key: _GraphKey, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> _Graph | None:
         graph = self._graphs.get(key)
         if graph is not None or len(self._graphs) >= self._max_graphs:
@@ -258,7 +266,7 @@ class IoBindingRunner:
             log.warning("%d CUDA graphs captured; new shapes run without one", self._max_graphs)
         return graph
 
-    def _allocate(self, shape: Sequence[int], dtype: np.dtype) -> ort.OrtValue:
+    def _allocate(self, shape: Sequence[int], dtype: np.dtype | None) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_shape_and_type(
             list(shape), dtype, self._device, self._device_id
         )

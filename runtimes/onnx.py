@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -225,21 +225,21 @@ def options_for(spec: RuntimeSpec) -> OnnxRuntimeOptions:
     parameters = spec.parameters
     io_binding = parameters.get("io_binding", "").lower()
     cuda_graph = parameters.get("cuda_graph", "").lower() == "true"
-    threads = {
-        "intra_op_threads": int(parameters.get("intra_op_thread_count", 0)),
-        "inter_op_threads": int(parameters.get("inter_op_thread_count", 0)),
-        "allow_cpu_fallback": parameters.get("allow_cpu_fallback", "").lower() == "true",
-        "io_binding": {"true": True, "false": False}.get(io_binding),
-        "cuda_graph": cuda_graph,
-    }
+    options = OnnxRuntimeOptions(
+        intra_op_threads=int(parameters.get("intra_op_thread_count", 0)),
+        inter_op_threads=int(parameters.get("inter_op_thread_count", 0)),
+        allow_cpu_fallback=parameters.get("allow_cpu_fallback", "").lower() == "true",
+        io_binding={"true": True, "false": False}.get(io_binding),
+        cuda_graph=cuda_graph,
+    )
     if spec.device != "gpu":
-        return OnnxRuntimeOptions(**threads)
+        return options
     cuda = {"device_id": str(spec.device_id)}
     cuda.update({key: parameters[key] for key in _CUDA_PARAMETERS if key in parameters})
     if cuda_graph:
         cuda["enable_cuda_graph"] = "1"
     if spec.accelerator != "tensorrt":
-        return OnnxRuntimeOptions(**threads, providers=(CUDA, CPU), provider_options=(cuda, {}))
+        return replace(options, providers=(CUDA, CPU), provider_options=(cuda, {}))
     accelerator = spec.accelerator_parameters
     tensorrt = {"device_id": str(spec.device_id)}
     if accelerator.get("precision_mode", "").upper() == "FP16":
@@ -251,9 +251,7 @@ def options_for(spec: RuntimeSpec) -> OnnxRuntimeOptions:
         tensorrt["trt_max_workspace_size"] = accelerator["max_workspace_size_bytes"]
     if cuda_graph:
         tensorrt["trt_cuda_graph_enable"] = "True"
-    return OnnxRuntimeOptions(
-        **threads, providers=(TENSORRT, CUDA, CPU), provider_options=(tensorrt, cuda, {})
-    )
+    return replace(options, providers=(TENSORRT, CUDA, CPU), provider_options=(tensorrt, cuda, {}))
 
 
 def create(spec: RuntimeSpec) -> OnnxRuntime:

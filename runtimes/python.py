@@ -43,6 +43,10 @@ class PythonRuntime:
         module_name = f"tensorgate_model_{spec.model_name}_{next(_module_numbers)}"
         try:
             loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                # No loader for this file name (it is not a .py file): reported as a missing
+                # class, as the AttributeError from using the missing spec always was.
+                raise AttributeError(f"no module loader for {path.name}")
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
             model_class = getattr(module, CLASS_NAME)

@@ -33,11 +33,12 @@ def runtime_factory(backend: str) -> RuntimeFactory:
     """The factory of `backend`; ModelLoadError naming what exists when there is none."""
     if backend in BUILTIN:
         module, _, name = BUILTIN[backend].partition(":")
-        return getattr(importlib.import_module(module), name)
+        builtin: RuntimeFactory = getattr(importlib.import_module(module), name)
+        return builtin
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name == backend:
             try:
-                factory = entry_point.load()
+                factory: RuntimeFactory = entry_point.load()
             except Exception as exc:
                 raise ModelLoadError(
                     f"runtime plugin '{backend}' ({entry_point.value}) failed to import: {exc}"

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from server import __version__
 from server.settings import (
@@ -31,7 +32,9 @@ CONTROL_MODES = ("none", "poll", "explicit")
 TRACE_EXPORTERS = ("none", "console", "otlp")
 
 
-def _choice(what: str, choices: tuple[str, ...], normalise: Callable[[str], str]):
+def _choice(
+    what: str, choices: tuple[str, ...], normalise: Callable[[str], str]
+) -> Callable[[str], str]:
     """A type for an option with a fixed set of values, whose error lists them."""
 
     def parse(text: str) -> str:
@@ -321,7 +324,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
+def _add_batch_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     batch = commands.add_parser(
         "batch",
         help="score a file offline through a model (no server)",
@@ -345,7 +348,9 @@ def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> ServerSettings:
     """Flags first, then TENSORGATE_* variables, then the defaults."""
-    values: dict[str, object] = {}
+    # By field name: each value has its field's type, which the option's parser returns (a table
+    # mypy cannot follow, hence Any).
+    values: dict[str, Any] = {}
     for option in _SERVE_OPTIONS:
         value = getattr(args, option.field)
         if option.repeatable and value is not None:

@@ -191,11 +191,13 @@ class Supervisor:
 
     def _mark_dead(self, worker: Worker) -> None:
         """Its live gauges (queue depths, states) stop counting."""
-        multiprocess.mark_process_dead(worker.process.pid, str(self._metrics_dir))
+        # prometheus_client leaves mark_process_dead unannotated.
+        multiprocess.mark_process_dead(worker.process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
 
     def _serve_metrics(self) -> WSGIServer:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self._metrics_dir))
+        # prometheus_client leaves MultiProcessCollector.__init__ unannotated.
+        multiprocess.MultiProcessCollector(registry, path=str(self._metrics_dir))  # type: ignore[no-untyped-call]
         ProcessCollector(registry=registry)
         self._restarts = Counter(
             "tensorgate_worker_restarts",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from batching.errors import SchedulerStoppedError
 from batching.request import PendingRequest
 from batching.scheduler import Lead
 from batching.waiter import Waiter
+from runtimes.base import TensorSpec
 from runtimes.errors import TensorgateError
 from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import ModelNotFoundError, NotAllowedError, ShuttingDownError
@@ -121,10 +122,10 @@ class DataPlane:
         model = self.registry.resolve(name, version)
         signature = model.signature
 
-        def tensors(specs: object) -> tuple[TensorMetadata, ...]:
+        def tensors(specs: Sequence[TensorSpec]) -> tuple[TensorMetadata, ...]:
             return tuple(
                 TensorMetadata(spec.name, spec.datatype, signature.full_shape(spec))
-                for spec in specs  # type: ignore[attr-defined]
+                for spec in specs
             )
 
         versions = [str(v) for v, e in self.registry.entries(model.name).items() if e.model]
@@ -165,7 +166,7 @@ class DataPlane:
             call.waiter = Waiter()
         ticket, lead = self.submit(model_name, model_version, request_id, decode, call)
         if lead is not None:
-            lead.run()
+            lead.run(call.waiter.compute_hooks)
         ticket.model.scheduler.wait(ticket.pending)
         return self.complete(ticket, encode)
 

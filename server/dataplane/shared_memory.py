@@ -172,7 +172,9 @@ class SharedMemoryRegistry:
             region.usable(what)
             return region.mapping[start : start + byte_size]
 
-    def write(self, name: str, offset: int, byte_size: int, data: bytes, what: str) -> None:
+    def write(
+        self, name: str, offset: int, byte_size: int, data: bytes | memoryview, what: str
+    ) -> None:
         """Copy data into region `name` at offset; byte_size is the room the request gave."""
         region = self._region(name, what)
         start = self._bounds(region, offset, byte_size, what)

@@ -38,7 +38,7 @@ REQUIRED_SCOPE = {
 }
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Checks the bearer token of every call to a protected method before it runs."""
 
     def __init__(self, tokens: TokenStore, audit: AuditLog) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -261,7 +261,7 @@ def _datatype(name: str, datatype: str, role: str) -> DataType:
     return found
 
 
-def _shape(name: str, dims: object) -> tuple[tuple[int, ...], int]:
+def _shape(name: str, dims: Iterable[int]) -> tuple[tuple[int, ...], int]:
     """The shape and its element count, once both are known to be sane."""
     shape = tuple(dims)
     if shape and min(shape) < 0:
@@ -312,7 +312,7 @@ def _tensor_int_parameter(parameters: Mapping[str, pb.InferParameter], name: str
     kind = parameter.WhichOneof("parameter_choice")
     if kind not in ("int64_param", "uint64_param"):
         raise InvalidInputError(f"{what}: parameter '{name}' must be an integer, got {kind}")
-    value = getattr(parameter, kind)
+    value: int = getattr(parameter, kind)
     if value < 0:
         raise InvalidInputError(f"{what}: parameter '{name}' must not be negative, got {value}")
     return value
@@ -354,6 +354,7 @@ def _int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, defau
         return default
     parameter = parameters[name]
     kind = parameter.WhichOneof("parameter_choice")
+    value: int
     if kind in ("int64_param", "uint64_param"):
         value = getattr(parameter, kind)
     elif kind == "bool_param":
@@ -406,7 +407,7 @@ def _raw_buffer(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
     """The raw bytes of an output without a copy where the array allows it."""
     if datatype.is_bytes:
         return encode_raw(array, datatype)
-    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
 
 
 def encode_raw(array: np.ndarray, datatype: DataType) -> bytes:

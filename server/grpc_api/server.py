@@ -85,7 +85,7 @@ class GrpcFrontEnd:
         self.pool = SlotPool(settings.grpc_handler_threads, settings.max_concurrent_calls)
         interceptors = [AuthInterceptor(tokens, audit)] if tokens is not None else []
         server = grpc.server(
-            self.pool,  # type: ignore[arg-type]  (grpc only calls submit)
+            self.pool,  # an executor as far as grpc is concerned: it only calls submit
             options=grpc_options(settings),
             interceptors=interceptors,
             # Beyond this many calls at once, RESOURCE_EXHAUSTED at once: no unbounded queue.
@@ -120,7 +120,7 @@ class GrpcFrontEnd:
         self._server = server
         self._health_server: grpc.Server | None = None
         if settings.grpc_health_port:
-            self._health_server = grpc.server(SlotPool(1, 16, "health"))  # type: ignore[arg-type]
+            self._health_server = grpc.server(SlotPool(1, 16, "health"))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
             self._health_server.add_insecure_port(
                 f"{settings.grpc_host}:{settings.grpc_health_port}"
@@ -130,6 +130,7 @@ class GrpcFrontEnd:
         settings = self.settings
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
+            port: int
             if settings.tls_cert_file is not None and settings.tls_key_file is not None:
                 certificates = CertificateFiles(
                     settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
@@ -138,7 +139,8 @@ class GrpcFrontEnd:
                 mutual = " with client certificates required" if settings.tls_client_ca_file else ""
                 log.info("TLS on%s", mutual)
                 return port
-            return server.add_insecure_port(address)
+            port = server.add_insecure_port(address)
+            return port
         except RuntimeError as error:  # grpc says only "Failed to bind to address"
             raise OSError(
                 f"cannot listen for gRPC on {address}: the port is in use (another server?) or "

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -28,7 +28,7 @@ from server._proto import grpc_service_pb2_grpc as pb_grpc
 from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
-from server.dataplane.plane import DataPlane, ModelMetadata, Ticket
+from server.dataplane.plane import DataPlane, ModelMetadata, TensorMetadata, Ticket
 from server.grpc_api import codec, status, streaming
 from server.grpc_api.threads import SlotPool
 from server.models.served import ServedModel
@@ -86,42 +86,54 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # health and metadata -----------------------------------------------------------------------
 
     @status.unary
-    def ServerLive(self, request: pb.ServerLiveRequest, context: object):
+    def ServerLive(self, request: pb.ServerLiveRequest, context: object) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     @status.unary
-    def ServerReady(self, request: pb.ServerReadyRequest, context: object):
+    def ServerReady(
+        self, request: pb.ServerReadyRequest, context: object
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._plane.ready())
 
     @status.unary
-    def ModelReady(self, request: pb.ModelReadyRequest, context: object):
+    def ModelReady(self, request: pb.ModelReadyRequest, context: object) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     @status.unary
-    def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object):
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: object
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
         )
 
     @status.unary
-    def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object):
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: object
+    ) -> pb.ModelMetadataResponse:
         return _metadata_response(self._plane.model_metadata(request.name, request.version))
 
     @status.unary
-    def ModelConfig(self, request: pb.ModelConfigRequest, context: object):
+    def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: object
+    ) -> pb.ModelConfigResponse:
         return pb.ModelConfigResponse(
             config=self._plane.model_config(request.name, request.version)
         )
 
     @status.unary
-    def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: object):
+    def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: object
+    ) -> pb.ModelStatisticsResponse:
         models = self._plane.statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_statistics(m) for m in models])
 
     # inference ---------------------------------------------------------------------------------
 
     @status.unary
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext):
+    def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInferResponse:
         return self._plane.infer(
             request.model_name,
             request.model_version,
@@ -196,14 +208,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         remaining = context.time_remaining()
         deadline_s = time.monotonic() + remaining if remaining < _NO_DEADLINE_S else None
         hooks = _CallHooks(self._pool, context)
-        waiter = hooks.waiter = Waiter(hooks=hooks)
+        waiter = hooks.waiter = Waiter(hooks=hooks, compute_hooks=self._pool)
         headers = context.invocation_metadata() if self._trace_headers else None
         return Call(deadline_s, waiter, headers)
 
     # repository control ------------------------------------------------------------------------
 
     @status.unary
-    def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: object):
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: object
+    ) -> pb.RepositoryIndexResponse:
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
@@ -214,14 +228,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     @status.unary
-    def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: object):
+    def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
         override = "config" in request.parameters
         with self._audited(context, "RepositoryModelLoad", request.model_name, override):
             self._plane.load_model(request.model_name, _config_override(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
-    def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: object):
+    def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
         with self._audited(context, "RepositoryModelUnload", request.model_name):
             self._plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
@@ -247,7 +265,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: object
-    ):
+    ) -> pb.SystemSharedMemoryStatusResponse:
         Region = pb.SystemSharedMemoryStatusResponse.RegionStatus
         return pb.SystemSharedMemoryStatusResponse(
             regions={
@@ -264,7 +282,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.ServicerContext
-    ):
+    ) -> pb.SystemSharedMemoryRegisterResponse:
         with self._audited(context, "SystemSharedMemoryRegister", region=request.name):
             self._shared_memory.register(
                 request.name, request.key, request.offset, request.byte_size
@@ -274,7 +292,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.ServicerContext
-    ):
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
         with self._audited(context, "SystemSharedMemoryUnregister", region=request.name):
             self._shared_memory.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
@@ -282,23 +300,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # extensions not implemented -------------------------------------------------------------------
 
     @status.unary
-    def CudaSharedMemoryStatus(self, request: object, context: object):
+    def CudaSharedMemoryStatus(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    def CudaSharedMemoryRegister(self, request: object, context: object):
+    def CudaSharedMemoryRegister(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    def CudaSharedMemoryUnregister(self, request: object, context: object):
+    def CudaSharedMemoryUnregister(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
-    def TraceSetting(self, request: object, context: object):
+    def TraceSetting(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError("trace settings are not supported yet")
 
     @status.unary
-    def LogSettings(self, request: object, context: object):
+    def LogSettings(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError("log settings are not supported yet")
 
 
@@ -401,20 +419,21 @@ def _config_override(
         return None
     text = parameters["config"].string_param
     try:
-        return json_format.Parse(text, mc.ModelConfig())
+        config: mc.ModelConfig = json_format.Parse(text, mc.ModelConfig())
     except json_format.ParseError as exc:
         raise InvalidInputError(
             f"load parameter 'config' is not a valid model config: {exc}"
         ) from exc
+    return config
 
 
 def _metadata_response(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
-    def tensors(items: object) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    def tensors(items: Sequence[TensorMetadata]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return [
             pb.ModelMetadataResponse.TensorMetadata(
                 name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
             )
-            for tensor in items  # type: ignore[attr-defined]
+            for tensor in items
         ]
 
     return pb.ModelMetadataResponse(

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+# The same for StreamHandler, which only takes requests and only gives answers.
+Request_contra = TypeVar("Request_contra", contravariant=True)
+Response_co = TypeVar("Response_co", covariant=True)
 DEFAULT_MAX_IN_FLIGHT = 64
 
 
@@ -47,12 +50,12 @@ class Submitted(Protocol):
 Ticket = TypeVar("Ticket", bound=Submitted)
 
 
-class StreamHandler(Protocol[Request, Ticket, Response]):
-    def start(self, request: Request, waiter: Waiter) -> tuple[Ticket, Lead | None]:
+class StreamHandler(Protocol[Request_contra, Ticket, Response_co]):
+    def start(self, request: Request_contra, waiter: Waiter) -> tuple[Ticket, Lead | None]:
         """Queue one request (raises when it is refused); a Lead is a batch to run now."""
         ...
 
-    def finish(self, ticket: Ticket) -> Response:
+    def finish(self, ticket: Ticket) -> Response_co:
         """The answer of an answered request (raises the error that failed it)."""
         ...
 
@@ -94,13 +97,17 @@ def serve_stream(
     return stream.answers()
 
 
+class _AnsweredSink(Protocol):
+    def answered(self, pending: PendingRequest) -> None: ...
+
+
 class _StreamWaiter(Waiter):
     """The stream's waiter: answers go to the stream, which writes them or, once the stream
     has stopped, closes their books at once."""
 
     __slots__ = ("stream",)
 
-    def __init__(self, stream: _Stream, hooks: BlockingHooks | None) -> None:
+    def __init__(self, stream: _AnsweredSink, hooks: BlockingHooks | None) -> None:
         super().__init__(can_lead=False, hooks=hooks)
         self.stream = stream
 
@@ -189,7 +196,7 @@ class _Stream(Generic[Request, Ticket, Response]):
             refused = list(self._refused)
             self._refused.clear()
             matched = []
-            waiting = deque()
+            waiting: deque[PendingRequest] = deque()
             while self._answered:
                 pending = self._answered.popleft()
                 entry = self._tickets.pop(pending, None)
@@ -238,7 +245,7 @@ class _Stream(Generic[Request, Ticket, Response]):
             if not stopped:
                 self._tickets[ticket.pending] = (request, ticket)
         if stopped:  # the stream ended while this request was being submitted
-            self._abandon(ticket)
+            self._abandon(request, ticket)
             return
         self._waiter.notify()  # its answer may have come already
         if lead is not None:
@@ -260,13 +267,13 @@ class _Stream(Generic[Request, Ticket, Response]):
             self._handler.cancel(ticket)  # answered now, or when its batch ends: `answered`
         return len(in_flight)
 
-    def _abandon(self, ticket: Ticket) -> None:
+    def _abandon(self, request: Request, ticket: Ticket) -> None:
         self._handler.cancel(ticket)
         if ticket.pending.done:
             self._handler.discard(ticket)
         else:  # running: its answer goes to `answered`, which discards it
             with self._lock:
-                self._tickets[ticket.pending] = (None, ticket)  # type: ignore[assignment]
+                self._tickets[ticket.pending] = (request, ticket)
             if ticket.pending.done:  # answered meanwhile, before it was filed
                 with self._lock:
                     entry = self._tickets.pop(ticket.pending, None)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-from google.protobuf import text_format
+from google.protobuf import message, text_format
 
 from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
 from runtimes import datatypes
@@ -21,6 +22,15 @@ from runtimes.errors import ModelLoadError
 from runtimes.onnx import OnnxRuntimeOptions
 from server._proto import model_config_pb2 as mc
 from server.observability.drift import DriftSettings
+
+if TYPE_CHECKING:
+    from google.protobuf.internal import containers
+
+    # A config's inputs or its outputs: each tensor has a name, a data_type and dims.
+    _ConfigTensors: TypeAlias = (
+        containers.RepeatedCompositeFieldContainer[mc.ModelInput]
+        | containers.RepeatedCompositeFieldContainer[mc.ModelOutput]
+    )
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
@@ -131,11 +141,14 @@ class ModelSignature:
 
 def read_config_file(path: Path) -> mc.ModelConfig:
     try:
-        return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+        config: mc.ModelConfig = text_format.Parse(
+            path.read_text(encoding="utf-8"), mc.ModelConfig()
+        )
     except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise ModelLoadError(
             f"{path.parent.name}/config.pbtxt is not a valid model config: {exc}"
         ) from exc
+    return config
 
 
 def complete_config(
@@ -184,7 +197,7 @@ def complete_config(
 
 
 def _complete_tensors(
-    configured: object,
+    configured: _ConfigTensors,
     graph_specs: tuple[TensorSpec, ...],
     batch_dims: int,
     role: str,
@@ -192,11 +205,11 @@ def _complete_tensors(
 ) -> None:
     by_name = {spec.name: spec for spec in graph_specs}
     if not configured:
-        for spec in graph_specs:
+        for graph_spec in graph_specs:
             configured.add(
-                name=spec.name,
-                data_type=mc.DataType.Value(datatypes.BY_NAME[spec.datatype].config),
-                dims=spec.shape[batch_dims:],
+                name=graph_spec.name,
+                data_type=mc.DataType.Value(datatypes.BY_NAME[graph_spec.datatype].config),
+                dims=graph_spec.shape[batch_dims:],
             )
         return
     for tensor in configured:
@@ -338,17 +351,17 @@ def _unsupported_optimization(optimization: mc.ModelOptimizationPolicy) -> list[
     return found
 
 
-def _is_set(message: object, field: str) -> bool:
-    descriptor = message.DESCRIPTOR.fields_by_name[field]
+def _is_set(proto: message.Message, field: str) -> bool:
+    descriptor = proto.DESCRIPTOR.fields_by_name[field]
     if descriptor.is_repeated:
-        return len(getattr(message, field)) > 0
+        return len(getattr(proto, field)) > 0
     if descriptor.message_type is not None:
-        return message.HasField(field)
-    return bool(getattr(message, field))
+        return bool(proto.HasField(field))
+    return bool(getattr(proto, field))
 
 
 def signature_of(config: mc.ModelConfig) -> ModelSignature:
-    def specs(tensors: object) -> tuple[TensorSpec, ...]:
+    def specs(tensors: _ConfigTensors) -> tuple[TensorSpec, ...]:
         return tuple(
             TensorSpec(
                 t.name, datatypes.BY_CONFIG[mc.DataType.Name(t.data_type)].name, tuple(t.dims)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,7 +238,7 @@ class ModelManager:
         self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
         log.info("unloaded model '%s' version %d", name, version)
 
-    def _fail_model(self, name: str, serving: dict[int, object], error: ModelLoadError) -> None:
+    def _fail_model(self, name: str, serving: Collection[int], error: ModelLoadError) -> None:
         """A model-level failure (bad config): keep what serves, say why on every version."""
         log.error("model '%s' failed to load: %s", name, error)
         if serving:
@@ -247,7 +247,7 @@ class ModelManager:
                     name, version, f"reload failed, still serving the previous load: {error}"
                 )
             return
-        source_versions = repository.read_model_dir(self._root / name).version_paths or {1: None}
+        source_versions = list(repository.read_model_dir(self._root / name).version_paths) or [1]
         for version in source_versions:
             self._registry.mark(name, version, ModelState.UNAVAILABLE, str(error))
 

@@ -13,10 +13,23 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+
+class CounterChild(Protocol):
+    """A counter family's child: a LocalCounter, or prometheus_client's in a `--workers` child."""
+
+    def inc(self, amount: float = 1.0, /) -> None: ...
+
+
+class HistogramChild(Protocol):
+    """A histogram family's child: a LocalHistogram, or prometheus_client's (as CounterChild)."""
+
+    def observe(self, value: float, /) -> None: ...
 
 
 class LocalCounter:
@@ -75,9 +88,9 @@ class CounterFamily:
             else None
         )
 
-    def child(self, *values: str) -> LocalCounter:
+    def child(self, *values: str) -> CounterChild:
         if self._shared is not None:
-            return self._shared.labels(*values, self._worker)  # type: ignore[return-value]
+            return self._shared.labels(*values, self._worker)
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = LocalCounter()
@@ -113,9 +126,9 @@ class HistogramFamily:
             else None
         )
 
-    def child(self, *values: str) -> LocalHistogram:
+    def child(self, *values: str) -> HistogramChild:
         if self._shared is not None:
-            return self._shared.labels(*values, self._worker)  # type: ignore[return-value]
+            return self._shared.labels(*values, self._worker)
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = LocalHistogram(self._bounds)
@@ -140,4 +153,6 @@ class HotPathCollector:
 
 
 def _le(bound: float) -> str:
-    return floatToGoString(bound)  # the same labels prometheus_client's Histogram writes
+    # The same labels prometheus_client's Histogram writes (it leaves this unannotated).
+    label: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return label

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -28,10 +29,10 @@ from prometheus_client.registry import Collector
 from batching.observer import BatchReport
 from runtimes.errors import ErrorKind, TensorgateError
 from server.observability.instruments import (
+    CounterChild,
     CounterFamily,
     HistogramFamily,
     HotPathCollector,
-    LocalCounter,
 )
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
-        self._call_children: dict[tuple[str, str], LocalCounter] = {}
+        self._call_children: dict[tuple[str, str], CounterChild] = {}
         self._calls_lock = threading.Lock()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -380,8 +381,30 @@ def _register_gpu_collector(registry: CollectorRegistry) -> None:
     registry.register(_GpuCollector(pynvml))
 
 
+class _NvmlUtilization(Protocol):
+    @property
+    def gpu(self) -> int: ...
+
+
+class _NvmlMemory(Protocol):
+    @property
+    def used(self) -> int: ...
+
+
+class _Nvml(Protocol):
+    """The part of the pynvml module (an optional dependency, untyped) the collector reads."""
+
+    def nvmlDeviceGetCount(self) -> int: ...
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object: ...
+
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> _NvmlUtilization: ...
+
+    def nvmlDeviceGetMemoryInfo(self, handle: object) -> _NvmlMemory: ...
+
+
 class _GpuCollector:
-    def __init__(self, nvml: object) -> None:
+    def __init__(self, nvml: _Nvml) -> None:
         self._nvml = nvml
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -119,7 +119,8 @@ class BatchSpans:
         self._attributes = {"tensorgate.model": model, "tensorgate.version": str(version)}
 
     def batch_completed(self, report: BatchReport) -> None:
-        spans = [span for span in report.traces if span is not None]
+        # The traces are opaque to the scheduler; the ones the data plane passed are its spans.
+        spans = [span for span in report.traces if isinstance(span, trace.Span)]
         if self._tracer is None or not spans:
             return
         started_ns = _epoch_ns(report.started_s)
@@ -137,7 +138,7 @@ class BatchSpans:
         )
         batch.end(end_time=_epoch_ns(report.finished_s))
         for span, queued_s in zip(report.traces, report.queue_s, strict=True):
-            if span is None:
+            if not isinstance(span, trace.Span):
                 continue
             span.set_attribute("tensorgate.batch_size", report.batch_rows)
             queue = self._tracer.start_span(
@@ -148,14 +149,15 @@ class BatchSpans:
             queue.end(end_time=started_ns)
 
 
-def _otlp_exporter() -> object:
+def _otlp_exporter() -> SpanExporter:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
         raise RuntimeError(
             "--trace-exporter otlp needs the package opentelemetry-exporter-otlp-proto-grpc"
         ) from exc
-    return OTLPSpanExporter()
+    exporter: SpanExporter = OTLPSpanExporter()  # Any where the package is not installed
+    return exporter
 
 
 class TraceIdFilter(logging.Filter):

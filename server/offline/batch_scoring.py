@@ -28,6 +28,7 @@ with its place: the line in a CSV file (the header is line 1), the row index (fr
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -40,8 +41,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import BinaryIO, Protocol
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from runtimes import datatypes
 from runtimes.base import Runtime, TensorSpec
@@ -97,7 +101,15 @@ class BatchResult:
 # the job ---------------------------------------------------------------------------------------
 
 
-def score(job: BatchJob, progress_factory: Callable[..., object] | None = None) -> BatchResult:
+class ProgressBar(Protocol):
+    """What a run reports its progress to: tqdm's bar, by default."""
+
+    def update(self, rows: int, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def score(job: BatchJob, progress_factory: Callable[..., ProgressBar] | None = None) -> BatchResult:
     """Run the job; raises BatchScoringError (or another TensorgateError) with a clear message.
     progress_factory builds the progress bar (default: tqdm)."""
     output_format = format_of(job.output_path, "output")
@@ -183,10 +195,11 @@ def score(job: BatchJob, progress_factory: Callable[..., object] | None = None) 
     return BatchResult(rows, rows - resumed_rows, seconds, job.output_path, version)
 
 
-def _tqdm(**kwargs: object) -> object:
+def _tqdm(**kwargs: object) -> ProgressBar:
     from tqdm import tqdm
 
-    return tqdm(**kwargs, dynamic_ncols=True, smoothing=0.1)
+    bar: ProgressBar = tqdm(**kwargs, dynamic_ncols=True, smoothing=0.1)
+    return bar
 
 
 def load_model(
@@ -289,7 +302,7 @@ def check_inputs(
     """Check every array against the model (shape, dtype, rows) before any work, converting
     dtypes where every value survives exactly (logged once); returns the row count."""
     specs = {spec.name: spec for spec in signature.inputs}
-    rows_by_input = {}
+    rows_by_input: dict[str, int] = {}
     converted = []
     for name, value in list(inputs.items()):
         spec = specs[name]
@@ -459,7 +472,7 @@ class _Partial:
         arrays[_BOOKKEEPING[1]] = np.array([len(o[names[0]]) for _, o, _ in unsaved], np.int64)
         arrays[_BOOKKEEPING[2]] = np.array([np.frombuffer(d, np.uint8) for _, _, d in unsaved])
         path = self.path / f"part-{indices[0]:08d}-{indices[-1]:08d}.npz"
-        _write_atomically(path, lambda f: np.savez(f, **arrays))
+        _write_atomically(path, lambda f: _savez(f, arrays))
         self._saved_at = time.monotonic()
 
     def outputs(self, count: int, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -503,11 +516,17 @@ def _concatenate(values: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(padded)
 
 
-def _write_atomically(path: Path, write: Callable[[object], object]) -> None:
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
         write(file)
     os.replace(temporary, path)
+
+
+def _savez(file: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz with one array per name."""
+    # mypy matches **arrays against savez's `allow_pickle: bool` as well as its `**kwds`.
+    np.savez(file, **arrays)  # type: ignore[arg-type]
 
 
 # reading ----------------------------------------------------------------------------------------
@@ -571,7 +590,7 @@ def _csv_line(path: Path, index: int) -> int:
 
 
 def _csv_value_error(
-    path: Path, spec: TensorSpec, columns: list[str], wanted: list[str], dtype: object
+    path: Path, spec: TensorSpec, columns: list[str], wanted: list[str], dtype: DTypeLike | None
 ) -> BatchScoringError | None:
     """The first line whose values for `spec` np.loadtxt could not read, and why."""
     indices = [columns.index(name) for name in wanted]
@@ -705,14 +724,13 @@ def _read_parquet(path: Path, signature: ModelSignature) -> dict[str, np.ndarray
     return inputs
 
 
-def _pyarrow_parquet() -> object:
+def _pyarrow_parquet() -> ModuleType:
     try:
-        import pyarrow.parquet as pq
+        return importlib.import_module("pyarrow.parquet")
     except ImportError:
         raise BatchScoringError(
             "Parquet files need pyarrow: pip install 'tensorgate[parquet]'"
         ) from None
-    return pq
 
 
 # writing ----------------------------------------------------------------------------------------
@@ -724,7 +742,7 @@ def write_outputs(path: Path, file_format: str, outputs: Mapping[str, np.ndarray
         (value,) = outputs.values()
         _write_atomically(path, lambda f: np.save(f, value, allow_pickle=value.dtype == object))
     elif file_format == ".npz":
-        _write_atomically(path, lambda f: np.savez(f, **outputs))
+        _write_atomically(path, lambda f: _savez(f, outputs))
     elif file_format == ".csv":
         _write_atomically(path, lambda f: _write_csv(f, outputs))
     else:
@@ -751,11 +769,11 @@ def _arrow_column(values: np.ndarray) -> object:
     return pa.array(list(values)) if values.dtype == object else pa.array(values)
 
 
-def _write_csv(file: object, outputs: Mapping[str, np.ndarray]) -> None:
+def _write_csv(file: BinaryIO, outputs: Mapping[str, np.ndarray]) -> None:
     import csv
     import io
 
-    text = io.TextIOWrapper(file, encoding="utf-8", newline="")  # type: ignore[arg-type]
+    text = io.TextIOWrapper(file, encoding="utf-8", newline="")
     writer = csv.writer(text)
     columns = list(_columns(outputs))
     writer.writerow([name for name, _ in columns])
@@ -769,5 +787,8 @@ def _csv_cells(values: np.ndarray) -> list[object]:
     if values.dtype == object:
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
     if values.dtype.kind == "f":
-        return values.astype(str).tolist()  # the shortest text that reads back to the value
-    return values.tolist()
+        # The shortest text that reads back to the value.
+        texts: list[object] = values.astype(str).tolist()
+        return texts
+    cells: list[object] = values.tolist()
+    return cells
