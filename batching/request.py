@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class PendingRequest:
     queued: bool = False
     # Opaque to the scheduler: handed back in the BatchReport (the server's request span).
     trace: object | None = None
-    timers: list[TimerHandle] = field(default_factory=list)
+    timers: list[TimerHandle] | None = None  # its queue timeout and deadline, when armed
     done: bool = False
     outputs: dict[str, np.ndarray] | None = None
     error: TensorgateError | None = None
@@ -44,9 +44,10 @@ class PendingRequest:
             return
         self.outputs, self.error, self.done = outputs, error, True
         self.inputs = {}  # the caller has its own reference; the queue need not keep them
-        for timer in self.timers:
-            timer.cancel()
-        self.timers = []
+        if self.timers:
+            for timer in self.timers:
+                timer.cancel()
+            self.timers = None
         self.waiter.tell_answered(self)
 
     def take_error(self) -> TensorgateError:

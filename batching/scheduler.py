@@ -49,6 +49,15 @@ from runtimes.errors import InvalidInputError, ModelExecutionError, TensorgateEr
 log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
+
+# A thread running a batch in the runtime (which releases the GIL) lends its front end run slot
+# (waiter.py compute_hooks) only when batches take longer than this: lending wakes another
+# thread, a context switch and a fight for the GIL that cost more than a tiny model's run.
+# Measured side by side (2 cores, perf_analyzer c=32, benchmarks/README.md): tabular_classifier
+# (~15 us a batch) 1,456-1,749/s never lending vs 1,271-1,473/s lending on every batch;
+# image_classifier (~15 ms a batch) forms batches of 7.7 when it lends, of 1.0 when it does not.
+LEND_WHEN_COMPUTE_OVER_S = 200e-6
+_COMPUTE_SMOOTHING = 0.2
 Answer = tuple[PendingRequest, Outputs | None, TensorgateError | None]
 
 
@@ -60,6 +69,7 @@ class Lead:
     instance: Runtime
     batch: list[PendingRequest]
     sequence: int
+    instance_returned: bool = False
 
     def run(self, hooks: BlockingHooks | None = None) -> None:
         """Run the batch on the calling thread and answer its requests; `hooks` are told when
@@ -83,6 +93,8 @@ class Scheduler:
             raise ValueError("a scheduler needs at least one runtime instance")
         self.model_name = model_name
         self.config = config
+        self._batches = config.batches  # read on every request
+        self._combines = config.combines_requests
         self._instances = tuple(instances)
         self._clock = clock or MonotonicClock()
         self._observer = observer or NullObserver()
@@ -99,6 +111,9 @@ class Scheduler:
         self._flush_at: float | None = None
         self._flush_timer: TimerHandle | None = None
         self._arrivals = ArrivalModel()
+        # A moving average of the runtime's time per batch: whether a thread in the runtime
+        # should lend its run slot (see LEND_WHEN_COMPUTE_OVER_S). Starts long: lend at first.
+        self._compute_s = 1.0
         self._arrivals_at_wait: int | None = None  # set while the oldest request waits for company
         self._slo = (
             LatencyController(
@@ -185,7 +200,7 @@ class Scheduler:
         waiter = request.waiter
         while not request.done:
             if waiter.leads:
-                waiter.leads.popleft().run(waiter.compute_hooks)
+                waiter.leads.pop(0).run(waiter.compute_hooks)
                 continue
             waiter.wait()
             if waiter.cancelled:
@@ -226,7 +241,7 @@ class Scheduler:
             if self._goes_at_once(request):
                 self._arrivals.arrived(request.enqueued_s, others_queued=False)
                 return request, self._lead_locked([request])
-            if self.config.batches:
+            if self._batches:
                 request.group_key = group_key_of(request.inputs, self.config.padded_inputs)
             others_queued = self._queues.live_requests > 0
             self._queues.admit(request)
@@ -268,10 +283,11 @@ class Scheduler:
                 f"priority {priority_level} is out of range: model '{self.model_name}' has "
                 f"priority levels 1 to {config.priority_levels}"
             )
-        rows = next(iter(inputs.values())).shape[0] if config.batches and inputs else 1
+        batches = self._batches
+        rows = next(iter(inputs.values())).shape[0] if batches and inputs else 1
         if config.padded_inputs:
             _check_padded_shapes_agree(inputs, config.padded_inputs)
-        if config.batches and rows > config.max_batch_size:
+        if batches and rows > config.max_batch_size:
             raise InvalidInputError(
                 f"request has {rows} rows, more than max_batch_size {config.max_batch_size} "
                 f"of model '{self.model_name}'"
@@ -308,7 +324,7 @@ class Scheduler:
         if request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s:
             return False  # already past its deadline: the queue answers it
         config = self.config
-        if not config.combines_requests or not config.max_queue_delay_us:
+        if not self._combines or not config.max_queue_delay_us:
             return True
         flush_at = policy.next_flush_s(
             oldest_enqueued_s=request.enqueued_s,
@@ -325,10 +341,12 @@ class Scheduler:
 
     def _arm_timers_locked(self, request: PendingRequest) -> None:
         clock = self._clock
+        timers = []
         if request.reject_at_s is not None:
-            request.timers.append(clock.call_at(request.reject_at_s, lambda: self._expire(request)))
+            timers.append(clock.call_at(request.reject_at_s, lambda: self._expire(request)))
         if request.delay_at_s is not None:
-            request.timers.append(clock.call_at(request.delay_at_s, lambda: self._delay(request)))
+            timers.append(clock.call_at(request.delay_at_s, lambda: self._delay(request)))
+        request.timers = timers or None
 
     def _expire(self, request: PendingRequest) -> None:
         with self._lock:
@@ -372,7 +390,7 @@ class Scheduler:
             if first is None:
                 break
             now = self._clock.now()
-            if not config.combines_requests:
+            if not self._combines:
                 batch = self._queues.take(first, max_rows=first.rows)
             else:
                 max_batch_size, max_queue_delay_s = self._limits()
@@ -407,9 +425,10 @@ class Scheduler:
 
     def _lead_locked(self, batch: list[PendingRequest]) -> Lead:
         for request in batch:
-            for timer in request.timers:
-                timer.cancel()
-            request.timers = []
+            if request.timers:
+                for timer in request.timers:
+                    timer.cancel()
+                request.timers = None
         self._running += 1
         sequence = self._next_sequence
         self._next_sequence += 1
@@ -473,7 +492,7 @@ class Scheduler:
         clock = self._clock
         batch, instance = lead.batch, lead.instance
         rows = sum(request.rows for request in batch)
-        started = clock.now()
+        started = finished = clock.now()
         assemble_s = infer_s = split_s = 0.0
         results: list[Outputs | TensorgateError]
         try:
@@ -482,20 +501,27 @@ class Scheduler:
             assembled = clock.now()
             assemble_s = assembled - started
             try:
-                if hooks is not None:
-                    hooks.blocking()
+                lend = hooks is not None and self._compute_s > LEND_WHEN_COMPUTE_OVER_S
+                if lend:
+                    hooks.blocking()  # type: ignore[union-attr]
                 try:
                     outputs = self._compute(instance, inputs, output_names)
                 finally:
-                    if hooks is not None:
-                        hooks.resumed()
+                    if lend:
+                        hooks.resumed()  # type: ignore[union-attr]
             except _RuntimeFailure as failure:
                 results = self._isolate_failure(instance, batch, failure)
             else:
+                # The instance is free from here: the next batch starts while this one's
+                # answers are split and reported (a tiny model is busy for a fraction of a
+                # request's time, and requests that find it free need no hand-off).
+                self._return_instance(lead)
                 inferred = clock.now()
                 infer_s = inferred - assembled
+                self._compute_s += _COMPUTE_SMOOTHING * (infer_s - self._compute_s)
                 results = self._split(outputs, batch, rows)
-                split_s = clock.now() - inferred
+                finished = clock.now()
+                split_s = finished - inferred
         except TensorgateError as error:  # a broken row contract, an execution timeout
             log.error("model '%s': batch of %d rows failed: %s", self.model_name, rows, error)
             results = [error.with_traceback(None)] * len(batch)  # no frames kept alive
@@ -503,7 +529,9 @@ class Scheduler:
             log.error("model '%s': batch of %d rows failed", self.model_name, rows, exc_info=True)
             results = [_generic_failure(self.model_name)] * len(batch)
         try:
-            self._report(batch, results, rows, started, assemble_s, infer_s, split_s)
+            if finished == started:  # it failed: the split never ended
+                finished = clock.now()
+            self._report(batch, results, rows, started, finished, assemble_s, infer_s, split_s)
         except Exception:  # an observer's bug must not leave the callers waiting
             log.exception("model '%s': reporting a batch failed", self.model_name)
         answers: list[Answer] = [
@@ -514,16 +542,27 @@ class Scheduler:
         ]
         self._finish_batch(lead, answers)
 
+    def _return_instance(self, lead: Lead) -> None:
+        with self._lock:
+            lead.instance_returned = True
+            self._idle.append(lead.instance)
+            leads = self._dispatch_locked() if self._queues.live_requests else []
+        if leads:
+            self._hand_off(leads)
+
     def _finish_batch(self, lead: Lead, answers: list[Answer]) -> None:
         with self._lock:
             self._release_locked(lead.sequence, answers)
-            if lead.instance not in self._held:
+            leads: list[Lead] = []
+            if not lead.instance_returned and lead.instance not in self._held:
                 self._idle.append(lead.instance)
+                if self._queues.live_requests:
+                    leads = self._dispatch_locked()
             self._running -= 1
-            leads = self._dispatch_locked()
             if not self._accepting:
                 self._drained.notify_all()
-        self._hand_off(leads)
+        if leads:
+            self._hand_off(leads)
 
     def _release_locked(self, sequence: int, answers: list[Answer]) -> None:
         """Answer the requests; with preserve_ordering, only after every earlier batch's."""
@@ -599,7 +638,7 @@ class Scheduler:
     def _split(
         self, outputs: Outputs, batch: list[PendingRequest], rows: int
     ) -> list[Outputs | TensorgateError]:
-        if not self.config.batches:
+        if not self._batches:
             return [outputs]
         return list(
             assemble.split(
@@ -655,6 +694,7 @@ class Scheduler:
         results: list[Outputs | TensorgateError],
         rows: int,
         started: float,
+        finished: float,
         assemble_s: float,
         infer_s: float,
         split_s: float,
@@ -672,7 +712,7 @@ class Scheduler:
                 split_s,
                 succeeded,
                 started_s=started,
-                finished_s=self._clock.now(),
+                finished_s=finished,
                 traces=tuple(request.trace for request in batch),
             )
         )

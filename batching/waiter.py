@@ -14,7 +14,6 @@ around a batch this thread runs in the runtime (which releases the GIL: other ca
 from __future__ import annotations
 
 import _thread
-from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ class BlockingHooks(Protocol):
 
 
 class Waiter:
-    __slots__ = ("_signal", "answered", "can_lead", "cancelled", "compute_hooks", "hooks", "leads")
+    __slots__ = ("_signal", "can_lead", "cancelled", "compute_hooks", "hooks", "leads")
 
     def __init__(
         self,
@@ -46,10 +45,7 @@ class Waiter:
         self.can_lead = can_lead
         self.hooks = hooks
         self.compute_hooks = compute_hooks
-        self.leads: deque[Lead] = deque()
-        # Requests answered since the waiter last looked (streams read this; unary calls look
-        # at their one request instead).
-        self.answered: deque[PendingRequest] = deque()
+        self.leads: list[Lead] = []  # batches handed to this thread (rarely more than one)
         # Set (then notify) by the front end when its caller went away.
         self.cancelled = False
 
@@ -80,5 +76,5 @@ class Waiter:
         self.notify()
 
     def tell_answered(self, request: PendingRequest) -> None:
-        self.answered.append(request)
+        """One of the waiter's requests is answered (a stream's waiter also files it)."""
         self.notify()

@@ -6,7 +6,7 @@ new datatype is added here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,15 +27,15 @@ class DataType:
     onnx: str
     config: str
     contents_field: str | None
+    # Derived, and stored rather than computed: read several times on every request.
+    is_bytes: bool = field(init=False)
+    itemsize: int = field(init=False)  # bytes per element on the wire; 0 for BYTES (varies)
 
-    @property
-    def is_bytes(self) -> bool:
-        return self.name == "BYTES"
-
-    @property
-    def itemsize(self) -> int:
-        """Bytes per element on the wire; 0 for BYTES, whose elements vary in length."""
-        return 0 if self.numpy is None or self.is_bytes else self.numpy.itemsize
+    def __post_init__(self) -> None:
+        is_bytes = self.name == "BYTES"
+        object.__setattr__(self, "is_bytes", is_bytes)
+        itemsize = 0 if self.numpy is None or is_bytes else self.numpy.itemsize
+        object.__setattr__(self, "itemsize", itemsize)
 
 
 _OBJECT = np.dtype(object)

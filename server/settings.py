@@ -28,7 +28,7 @@ class ServerSettings:
     workers: int = 1
     # gRPC handler threads that run at once (more may wait for their batch: grpc_api/threads.py)
     # and calls handled at once (beyond: RESOURCE_EXHAUSTED at once; each holds a thread).
-    grpc_handler_threads: int = 2
+    grpc_handler_threads: int = 1
     max_concurrent_calls: int = 1024
     # A plaintext port serving only grpc.health.v1, for Kubernetes probes (which cannot speak
     # TLS) when the main port uses TLS. 0: none.

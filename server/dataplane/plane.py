@@ -187,14 +187,19 @@ class DataPlane:
         received_s = time.monotonic()
         # Resolved before decoding: a request for an unknown model costs no decoding.
         model = self.registry.resolve(model_name, model_version)
-        span = self._tracing.start_request(
-            call.trace_headers, model.name, model.version, request_id
+        span = (
+            self._tracing.start_request(call.trace_headers, model.name, model.version, request_id)
+            if self._tracing.enabled
+            else None
         )
         state.begin()
         model.request_started()
         try:
-            with self._tracing.child(span, "decode"):
+            if span is None:
                 request = decode()
+            else:
+                with self._tracing.child(span, "decode"):
+                    request = decode()
             output_names = validate_requested_outputs(
                 model.name, model.signature, request.requested_outputs
             )
@@ -220,8 +225,11 @@ class DataPlane:
             result = InferenceResult(
                 model.name, str(model.version), request.id, ordered, request.shared_memory_outputs
             )
-            with self._tracing.child(ticket.span, "encode"):
+            if ticket.span is None:
                 message = encode(result)
+            else:
+                with self._tracing.child(ticket.span, "encode"):
+                    message = encode(result)
         except BaseException as error:
             self._account(model, ticket.received_s, ticket.span, outcome_of(error))
             raise
@@ -241,9 +249,8 @@ class DataPlane:
         """Submit to the model's batcher. A request that raced a reload (its version was
         retired between resolving and submitting) goes to the version now serving."""
         waiter = call.waiter if call.waiter is not None else Waiter()
-
-        def submit_to(target: ServedModel) -> tuple[PendingRequest, Lead | None]:
-            return target.scheduler.submit(
+        try:
+            pending, lead = model.scheduler.submit(
                 request.inputs,
                 output_names,
                 waiter=waiter,
@@ -252,23 +259,22 @@ class DataPlane:
                 deadline_s=call.deadline_s,
                 trace=span,
             )
-
-        try:
-            return (*submit_to(model), model)
+            return pending, lead, model
         except SchedulerStoppedError:
             current = self.registry.resolve(request.model_name, request.model_version)
             if current is model:
                 raise
         model.request_moved()
         current.request_started()
-        return (*submit_to(current), current)
+        return self._enqueue(current, request, output_names, call, span)
 
     def _account(
         self, model: ServedModel, received_s: float, span: RequestSpan | None, outcome: str
     ) -> None:
         self.state.end()
         model.request_finished(received_s, outcome)
-        self._tracing.end_request(span, outcome)
+        if span is not None:
+            self._tracing.end_request(span, outcome)
 
     # repository control ------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ class ServerState:
         self.accepting = False
         self.last_refused_s = 0.0  # monotonic time of the last request refused while stopping
         self._in_flight = 0
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified only while stopping
 
     @property
     def in_flight(self) -> int:
@@ -23,23 +24,23 @@ class ServerState:
     def begin(self) -> None:
         """A request is being answered; end() must follow (a plain pair, not a context
         manager: this runs on every request)."""
-        with self._changed:
+        with self._lock:
             self._in_flight += 1
 
     def end(self) -> None:
-        with self._changed:
+        with self._lock:
             self._in_flight -= 1
-            if not self._in_flight:
-                self._changed.notify_all()
+            if not self._in_flight and not self.accepting:
+                self._idle.notify_all()
 
     def wait_idle(self, deadline_s: float) -> bool:
         """Wait until no request is in flight; False if the monotonic deadline passed first."""
-        with self._changed:
+        with self._lock:
             while self._in_flight:
                 remaining = deadline_s - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._changed.wait(remaining)
+                self._idle.wait(remaining)
         return True
 
     def wait_settled(self, quiet_s: float, deadline_s: float) -> None:

@@ -49,13 +49,12 @@ class ServedModel:
         """Time a whole request (from `started_s` on the monotonic clock) into statistics and
         metrics, with its outcome (observability/metrics.py OUTCOMES)."""
         seconds = time.monotonic() - started_s
+        # One lock for the request's statistics and metrics: what a request updates there, a
+        # batch never does (those fields have their own lock), so the two never race.
         with self._lock:
             self.in_flight -= 1
-        if outcome == SUCCESS:
-            self.stats.request_succeeded(seconds)
-        else:
-            self.stats.request_failed(seconds)
-        self.metrics.request_finished(outcome, seconds)
+            self.stats.add_request(seconds, outcome == SUCCESS)
+            self.metrics.add_request(outcome, seconds)
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Finish queued work, then release the runtime sessions; False when work was still

@@ -79,10 +79,11 @@ class ModelMetrics:
         self._load_seconds = metrics.load_seconds.labels(*labels, *worker)
         self._lock = threading.Lock()
 
-    def request_finished(self, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self._requests[outcome].inc()
-            self._request_seconds.observe(seconds)
+    def add_request(self, outcome: str, seconds: float) -> None:
+        """One request answered; the caller holds its model's lock (served.py): batches never
+        touch the request series."""
+        self._requests[outcome].inc()
+        self._request_seconds.observe(seconds)
 
     def batch_completed(self, report: BatchReport) -> None:
         if not report.succeeded:
@@ -103,7 +104,7 @@ class ModelMetrics:
 class NullModelMetrics:
     """Metrics turned off: every update is a no-op."""
 
-    def request_finished(self, outcome: str, seconds: float) -> None:
+    def add_request(self, outcome: str, seconds: float) -> None:
         pass
 
     def batch_completed(self, report: BatchReport) -> None:

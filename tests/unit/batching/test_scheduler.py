@@ -68,7 +68,7 @@ class Harness:
         leads, self._direct = self._direct, []
         for request in self.requests:
             while request.waiter.leads:
-                leads.append(request.waiter.leads.popleft())
+                leads.append(request.waiter.leads.pop(0))
         return leads
 
     def run(self) -> int:
@@ -482,7 +482,7 @@ def test_stop_runs_what_is_queued_then_refuses_new_requests() -> None:
     lead = None
     while lead is None:
         queued[0].waiter.wait()
-        lead = queued[0].waiter.leads.popleft() if queued[0].waiter.leads else None
+        lead = queued[0].waiter.leads.pop(0) if queued[0].waiter.leads else None
     lead.run()
     stopper.join(WAIT_S)
     assert not stopper.is_alive()
@@ -585,11 +585,8 @@ def test_a_batch_of_requests_whose_waiters_cannot_lead_runs_on_a_helper_thread()
     waiter = Waiter(can_lead=False)
     requests = [h.scheduler.submit(x(value), ["y"], waiter=waiter)[0] for value in (1, 2)]
     h.clock.advance(0.001)
-    answered = []
-    while len(answered) < 2:
-        waiter.wait()
-        while waiter.answered:
-            answered.append(waiter.answered.popleft())
+    while not all(request.done for request in requests):
+        waiter.wait()  # each answer wakes it
     assert [y(r) for r in requests] == [[2], [4]]
     assert h.runtime.threads[0] != threading.get_ident()
 
