@@ -105,12 +105,17 @@ class ServerSpec:
 
 _MLSERVER = ("-m", "benchmarks.peers.mlserver_server", "--spec", "{spec}")
 SERVERS = (
-    ServerSpec(TENSORGATE, "tensorgate", None, ("-m", "server", "serve", "--metrics-port", "0")),
+    ServerSpec(
+        TENSORGATE,
+        "tensorgate",
+        None,
+        ("-m", "server", "serve", "--metrics-port", "0", "--http-port", "0"),
+    ),
     ServerSpec(
         TENSORGATE_WORKERS,
         "tensorgate-workers",
         None,
-        ("-m", "server", "serve", "--metrics-port", "0", "--workers", "2"),
+        ("-m", "server", "serve", "--metrics-port", "0", "--http-port", "0", "--workers", "2"),
         statistics=False,
     ),
     ServerSpec(
@@ -842,7 +847,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers.append(
             only_models(
                 dataclasses.replace(
-                    tensorgate_spec, name=BASELINE, group="baseline", cwd=args.baseline.resolve()
+                    tensorgate_spec,
+                    name=BASELINE,
+                    group="baseline",
+                    cwd=args.baseline.resolve(),
+                    # A baseline from before the HTTP front end knows no --http-port.
+                    args=tuple(a for a in tensorgate_spec.args if a not in ("--http-port", "0")),
                 ),
                 args.models,
             )

@@ -16,9 +16,12 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import SpanProcessor
 
 from runtimes.errors import TensorgateError
+from server.dataplane.inference import RequestLimits
 from server.dataplane.plane import DataPlane
 from server.dataplane.shared_memory import SharedMemoryRegistry
 from server.grpc_api.server import GrpcFrontEnd
+from server.grpc_api.threads import SlotPool
+from server.http_api.server import HttpFrontEnd
 from server.models.loader import LoadOptions
 from server.models.manager import ModelManager
 from server.models.registry import ModelRegistry
@@ -74,8 +77,12 @@ class TensorgateServer:
             if settings.model_control_mode == "poll"
             else None
         )
+        # One budget of running handler threads for both front ends (grpc_api/threads.py).
+        self.pool = SlotPool(settings.grpc_handler_threads, settings.max_concurrent_calls)
         self.grpc: GrpcFrontEnd | None = None
+        self.http: HttpFrontEnd | None = None
         self.port = 0
+        self.http_port = 0
         self.metrics_port = 0
 
     def start(self) -> None:
@@ -85,15 +92,35 @@ class TensorgateServer:
             settings.model_repository,
             settings.model_control_mode,
         )
+        limits = RequestLimits(
+            max_inputs=settings.max_inputs,
+            max_tensor_elements=settings.max_tensor_elements,
+            max_tensor_bytes=settings.max_tensor_bytes,
+            max_bytes_element=settings.max_bytes_element,
+        )
         self.grpc = GrpcFrontEnd(
             settings,
             self.plane,
+            self.pool,
+            limits=limits,
             record_call=self.metrics.grpc_call if self.metrics else None,
             tokens=self.tokens,
             audit=self.audit,
             trace_headers=self.tracing.enabled,
         )
         self.port = self.grpc.port
+        if settings.http_port >= 0:
+            self.http = HttpFrontEnd(
+                settings,
+                self.plane,
+                self.pool,
+                limits=limits,
+                tokens=self.tokens,
+                audit=self.audit,
+                record_call=self.metrics.http_call if self.metrics else None,
+                trace_headers=self.tracing.enabled,
+            )
+            self.http_port = self.http.port
         if self.metrics is not None:
             self.metrics.add_collector(ModelStateCollector(self._model_rows))
             if self.metrics.worker is None:  # a --workers child's metrics are its parent's to serve
@@ -117,7 +144,12 @@ class TensorgateServer:
                 "require bearer tokens"
             )
         self.grpc.start()
+        if self.http is not None:
+            self.http.start()
         self.plane.state.accepting = True
+        if self.http is not None and settings.worker_index is None:
+            host = settings.http_host or settings.grpc_host
+            log.info("listening for HTTP on %s:%d", host, self.http_port)
         if settings.worker_index is None:
             log.info("listening for gRPC on %s:%d", settings.grpc_host, self.port)
         else:  # the parent announces the shared port once all workers serve
@@ -148,10 +180,13 @@ class TensorgateServer:
         self.plane.state.wait_settled(SETTLE_QUIET_S, settle_until)
         if self.grpc is not None:
             self.grpc.stop(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.stop(max(0.0, deadline - time.monotonic()))
         if not self.models.unload_all(deadline):
             drained = False
         if not drained:
             log.error("the grace period ended with work still running; it is abandoned")
+        self.pool.close()
         self.plane.shared_memory.close()
         self.tracing.shutdown()
         self.audit.close()

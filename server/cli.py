@@ -122,6 +122,19 @@ _SERVE_OPTIONS = (
     _Option("--grpc-host", "grpc_host", str, "address to listen on"),
     _Option("--grpc-port", "grpc_port", int, "port to listen on (0 picks a free one)"),
     _Option(
+        "--http-port",
+        "http_port",
+        int,
+        "port of the HTTP/REST endpoint (the same v2 protocol; 0 picks a free one; -1: no HTTP)",
+    ),
+    _Option("--http-host", "http_host", str, "address for HTTP (empty: --grpc-host's)"),
+    _Option(
+        "--http-keepalive-secs",
+        "http_keepalive_s",
+        int,
+        "how long an idle HTTP keep-alive connection stays open",
+    ),
+    _Option(
         "--workers",
         "workers",
         int,

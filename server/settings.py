@@ -24,6 +24,10 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 8001
+    # HTTP/REST: the same protocol on another port. -1 turns it off; "" host: grpc_host's.
+    http_port: int = 8000
+    http_host: str = ""
+    http_keepalive_s: int = 5
     # Server processes sharing the port (SO_REUSEPORT); 1 runs the server in this process.
     workers: int = 1
     # gRPC handler threads that run at once (more may wait for their batch: grpc_api/threads.py)

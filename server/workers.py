@@ -119,6 +119,12 @@ class Supervisor:
             self._held, port = reserve_port("127.0.0.1" if self._host == "0.0.0.0" else self._host)
         self.port = port
         self._argv = [*argv, "--workers", "1", "--grpc-port", str(port)]
+        self._held_http: socket.socket | None = None
+        if settings.http_port == 0:  # one port for every worker, as for gRPC
+            self._held_http, http_port = reserve_port(
+                "127.0.0.1" if self._host == "0.0.0.0" else (settings.http_host or self._host)
+            )
+            self._argv += ["--http-port", str(http_port)]
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="tensorgate-metrics-"))
         self._deaths: deque[float] = deque()  # monotonic times of deaths in the last minute
         self._stop = threading.Event()
@@ -141,8 +147,9 @@ class Supervisor:
                 http.shutdown()
             return self._shutdown(code)
         finally:
-            if self._held is not None:
-                self._held.close()
+            for held in (self._held, self._held_http):
+                if held is not None:
+                    held.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _all_ready(self) -> bool:

@@ -7,16 +7,8 @@ statistics, repository control, shared memory). It knows no transport: a front e
 `decode` function (its message -> InferenceRequest) and an `encode` function (InferenceResult ->
 its message), and gets back what `encode` made.
 
-The hot path of one inference, from the RPC to the runtime and back:
-
-1. `server/grpc_api/servicer.py` ModelInfer -> `DataPlane.infer` (here)
-2. `submit`: state check, `ModelRegistry.resolve` (server/models/registry.py), the request
-   span, `decode` (server/grpc_api/codec.py decode_infer_request), `validate_inputs`
-   (server/dataplane/validation.py), `Scheduler.submit` (batching/scheduler.py)
-3. `Lead.run` -> `Scheduler._execute`: assemble, `Runtime.infer` (runtimes/onnx.py), split,
-   report; or, when the instance is busy, `Scheduler.wait` until a batch holding the request
-   ran (on this thread or another caller's)
-4. `complete`: accounting, then `encode` (codec.encode_infer_response) back to the servicer
+The hot path of one inference, from the RPC to the runtime and back, is listed step by step,
+with file and line, in docs/architecture.md.
 """
 
 from __future__ import annotations

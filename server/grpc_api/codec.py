@@ -8,8 +8,7 @@ little-endian length prefix.
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -26,16 +25,21 @@ from server.dataplane.inference import (
     SharedMemoryLocation,
 )
 from server.dataplane.shared_memory import SharedMemoryRegistry
+from server.dataplane.tensors import (
+    check_size,
+    datatype_of,
+    decode_raw,
+    encode_raw,
+    raw_buffer,
+    shape_of,
+)
 
-_LENGTH_PREFIX = struct.Struct("<I")
 _SHARED_MEMORY_PARAMETERS = (
     "shared_memory_region",
     "shared_memory_offset",
     "shared_memory_byte_size",
 )
 _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
-# Guards the element count before any allocation; the message size limit bounds real data.
-MAX_ELEMENTS = 1 << 31
 
 
 def decode_infer_request(
@@ -66,9 +70,9 @@ def decode_infer_request(
         name = tensor.name
         if name in inputs:
             raise InvalidInputError(f"input '{name}' appears more than once")
-        datatype = _datatype(name, tensor.datatype, "input")
-        shape, count = _shape(name, tensor.shape)
-        _check_size(name, datatype, count, limits)
+        datatype = datatype_of(name, tensor.datatype, "input")
+        shape, count = shape_of(name, tensor.shape)
+        check_size(name, datatype, count, limits)
         if raw_count and tensor.HasField("contents"):
             raise InvalidInputError(
                 f"input '{name}' has typed contents while the request also uses "
@@ -147,64 +151,6 @@ def _raw_layout_error(
     )
 
 
-def decode_raw(
-    name: str,
-    datatype: DataType,
-    shape: tuple[int, ...],
-    raw: bytes,
-    max_bytes_element: int = DEFAULT_LIMITS.max_bytes_element,
-) -> np.ndarray:
-    """View raw little-endian bytes as an array of `shape` (BYTES are parsed element by element)."""
-    count = math.prod(shape)
-    if datatype.is_bytes:
-        return _decode_bytes_elements(name, raw, count, max_bytes_element).reshape(shape)
-    expected = count * datatype.itemsize
-    if len(raw) != expected:
-        raise InvalidInputError(
-            f"input '{name}': raw data has {len(raw)} bytes, but shape {list(shape)} of "
-            f"{datatype.name} needs {expected} bytes"
-        )
-    return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
-
-
-def _decode_bytes_elements(
-    name: str, raw: bytes, count: int, max_element: int = DEFAULT_LIMITS.max_bytes_element
-) -> np.ndarray:
-    size = len(raw)
-    if 4 * count > size:  # checked before allocating: every element has a 4-byte prefix
-        raise InvalidInputError(
-            f"input '{name}': BYTES data has {size} bytes, too few for {count} elements "
-            "(each needs a 4-byte little-endian length prefix)"
-        )
-    elements = np.empty(count, dtype=object)
-    offset = 0
-    for index in range(count):
-        if offset + 4 > size:
-            raise InvalidInputError(
-                f"input '{name}': BYTES data ends after {index} of {count} elements "
-                "(each element needs a 4-byte little-endian length prefix)"
-            )
-        (length,) = _LENGTH_PREFIX.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > size:
-            raise InvalidInputError(
-                f"input '{name}': BYTES element {index} declares {length} bytes but only "
-                f"{size - offset} remain"
-            )
-        if length > max_element:
-            raise InvalidInputError(
-                f"input '{name}': BYTES element {index} has {length} bytes, more than the "
-                f"limit of {max_element} (--max-bytes-element)"
-            )
-        elements[index] = raw[offset : offset + length]
-        offset += length
-    if offset != size:
-        raise InvalidInputError(
-            f"input '{name}': BYTES data has {size - offset} bytes left over after {count} elements"
-        )
-    return elements
-
-
 def _decode_typed(
     tensor: pb.ModelInferRequest.InferInputTensor, datatype: DataType, shape: tuple[int, ...]
 ) -> np.ndarray:
@@ -236,43 +182,6 @@ def _decode_typed(
         raise InvalidInputError(
             f"input '{tensor.name}': a value is out of range for {datatype.name}"
         ) from exc
-
-
-def _check_size(name: str, datatype: DataType, count: int, limits: RequestLimits) -> None:
-    if count > limits.max_tensor_elements:
-        raise InvalidInputError(
-            f"input '{name}' has {count} elements, more than the limit of "
-            f"{limits.max_tensor_elements} per tensor (--max-tensor-elements)"
-        )
-    if count * datatype.itemsize > limits.max_tensor_bytes:
-        raise InvalidInputError(
-            f"input '{name}' has {count * datatype.itemsize} bytes, more than the limit of "
-            f"{limits.max_tensor_bytes} per tensor (--max-tensor-bytes)"
-        )
-
-
-def _datatype(name: str, datatype: str, role: str) -> DataType:
-    found = datatypes.BY_NAME.get(datatype)
-    if found is None or found.numpy is None:
-        known = ", ".join(d.name for d in datatypes.DATATYPES if d.numpy is not None)
-        raise InvalidInputError(
-            f"{role} '{name}' has unknown datatype '{datatype}'; expected one of {known}"
-        )
-    return found
-
-
-def _shape(name: str, dims: Iterable[int]) -> tuple[tuple[int, ...], int]:
-    """The shape and its element count, once both are known to be sane."""
-    shape = tuple(dims)
-    if shape and min(shape) < 0:
-        raise InvalidInputError(f"input '{name}' has a negative dimension in shape {list(shape)}")
-    # Each dimension first: a product of huge dimensions is a huge integer to compute.
-    count = MAX_ELEMENTS + 1 if shape and max(shape) > MAX_ELEMENTS else math.prod(shape)
-    if count > MAX_ELEMENTS:
-        raise InvalidInputError(
-            f"input '{name}' has shape {list(shape)}, more than {MAX_ELEMENTS} elements"
-        )
-    return shape, count
 
 
 def _uses_shared_memory(parameters: Mapping[str, pb.InferParameter]) -> bool:
@@ -392,7 +301,7 @@ def encode_infer_response(
                 raise UnsupportedError(
                     f"output '{name}' uses shared memory, which is not supported"
                 )
-            data = _raw_buffer(array, datatype)
+            data = raw_buffer(array, datatype)
             shared_memory.write(
                 location.region, location.offset, location.byte_size, data, f"output '{name}'"
             )
@@ -401,21 +310,3 @@ def encode_infer_response(
             tensor.parameters["shared_memory_byte_size"].int64_param = len(data)
             raw.append(b"")
     return response
-
-
-def _raw_buffer(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
-    """The raw bytes of an output without a copy where the array allows it."""
-    if datatype.is_bytes:
-        return encode_raw(array, datatype)
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
-
-
-def encode_raw(array: np.ndarray, datatype: DataType) -> bytes:
-    if not datatype.is_bytes:
-        return array.tobytes()
-    parts = []
-    for item in array.ravel():
-        data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        parts.append(_LENGTH_PREFIX.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts)

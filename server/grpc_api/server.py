@@ -67,7 +67,9 @@ class GrpcFrontEnd:
         self,
         settings: ServerSettings,
         plane: DataPlane,
+        pool: SlotPool,
         *,
+        limits: RequestLimits,
         record_call: Callable[[str, str], None] | None,
         tokens: TokenStore | None,
         audit: AuditLog,
@@ -82,7 +84,7 @@ class GrpcFrontEnd:
         self.health = health.HealthServicer(
             experimental_non_blocking=False, experimental_thread_pool=self._watch_threads
         )
-        self.pool = SlotPool(settings.grpc_handler_threads, settings.max_concurrent_calls)
+        self.pool = pool
         interceptors = [AuthInterceptor(tokens, audit)] if tokens is not None else []
         server = grpc.server(
             self.pool,  # an executor as far as grpc is concerned: it only calls submit
@@ -97,12 +99,7 @@ class GrpcFrontEnd:
             record_call=record_call,
             audit=audit,
             tokens=tokens,
-            limits=RequestLimits(
-                max_inputs=settings.max_inputs,
-                max_tensor_elements=settings.max_tensor_elements,
-                max_tensor_bytes=settings.max_tensor_bytes,
-                max_bytes_element=settings.max_bytes_element,
-            ),
+            limits=limits,
             max_concurrent_streams=settings.max_concurrent_streams,
             trace_headers=trace_headers,
         )
@@ -170,5 +167,4 @@ class GrpcFrontEnd:
         event.wait(grace_s + 1)
         if self._health_server is not None:
             self._health_server.stop(0)
-        self.pool.close()
         self._watch_threads.shutdown(wait=False)

@@ -163,6 +163,12 @@ class ServerMetrics:
             ("method", "code"),
             worker,
         )
+        self.http_calls = CounterFamily(
+            "tensorgate_http_requests",
+            "HTTP requests by endpoint and status code",
+            ("endpoint", "code"),
+            worker,
+        )
         self.registry.register(
             HotPathCollector(
                 (
@@ -174,6 +180,7 @@ class ServerMetrics:
                     self.inferences,
                     self.executions,
                     self.grpc_calls,
+                    self.http_calls,
                 )
             )
         )
@@ -184,7 +191,7 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
-        self._call_children: dict[tuple[str, str], CounterChild] = {}
+        self._call_children: dict[tuple[str, str, str], CounterChild] = {}
         self._calls_lock = threading.Lock()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -196,10 +203,17 @@ class ServerMetrics:
         return ModelMetrics(self, name, str(version))
 
     def grpc_call(self, method: str, code: str) -> None:
+        self._count_call(self.grpc_calls, method, code)
+
+    def http_call(self, endpoint: str, code: str) -> None:
+        self._count_call(self.http_calls, endpoint, code)
+
+    def _count_call(self, family: CounterFamily, name: str, code: str) -> None:
+        key = (family.name, name, code)
         with self._calls_lock:
-            child = self._call_children.get((method, code))
+            child = self._call_children.get(key)
             if child is None:
-                child = self._call_children[(method, code)] = self.grpc_calls.child(method, code)
+                child = self._call_children[key] = family.child(name, code)
             child.inc()
 
     def add_collector(self, collector: Collector) -> None:

@@ -25,7 +25,7 @@ def test_a_second_server_on_a_used_port_exits_2_and_the_first_keeps_every_call(
     mf.write_add_sub_model(second_repo, "second")
     with ServerProcess(first_repo) as first:
         command = [sys.executable, "-m", "server", "serve", "--grpc-host", "127.0.0.1"]
-        command += ["--grpc-port", str(first.port), "--metrics-port", "0"]
+        command += ["--grpc-port", str(first.port), "--metrics-port", "0", "--http-port", "0"]
         command += ["--model-repository", str(second_repo)]
         second = subprocess.run(
             command,

@@ -22,6 +22,7 @@ from re import Match
 
 _LISTENING = re.compile(r"listening for gRPC on (\S+):(\d+)")
 _METRICS = re.compile(r"metrics on http://(\S+):(\d+)/metrics")
+_HTTP = re.compile(r"listening for HTTP on (\S+):(\d+)")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,7 +42,7 @@ class ServerProcess:
         command = [sys.executable, "-m", module, "serve", "--grpc-host", "127.0.0.1"]
         command += ["--grpc-port", "0"]
         if module == "server":
-            command += ["--metrics-port", "0"]
+            command += ["--metrics-port", "0", "--http-port", "0"]
         if model_repository is not None:
             command += ["--model-repository", str(model_repository)]
         command += list(extra_args)
@@ -51,6 +52,7 @@ class ServerProcess:
         self._output_ended = False
         self.port = 0
         self.metrics_port = 0
+        self.http_port = 0
         self.process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
@@ -70,6 +72,10 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
     def log_text(self) -> str:
         return "".join(self.log_lines)
 
@@ -82,6 +88,9 @@ class ServerProcess:
             metrics = _METRICS.search(line)
             if metrics:
                 self.metrics_port = int(metrics.group(2))
+            http = _HTTP.search(line)
+            if http:
+                self.http_port = int(http.group(2))
             match = _LISTENING.search(line)
             if match and not self._listening.is_set():
                 self.port = int(match.group(2))

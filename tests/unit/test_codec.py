@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from runtimes import datatypes
 from runtimes.errors import InvalidInputError, TensorgateError
 from server._proto import grpc_service_pb2 as pb
+from server.dataplane import tensors
 from server.dataplane.errors import UnsupportedError
 from server.grpc_api import codec
 from tests.support.model_factory import TYPED_FIELDS
@@ -506,7 +507,7 @@ def test_negative_dimension_is_rejected() -> None:
 
 @pytest.mark.parametrize("shape", [[2**31 + 1], [65536, 65536], [2**40, 2**40]])
 def test_shape_with_too_many_elements_is_rejected(shape: list[int]) -> None:
-    with raises(InvalidInputError, "input 'x'", str(shape), f"more than {codec.MAX_ELEMENTS}"):
+    with raises(InvalidInputError, "input 'x'", str(shape), f"more than {tensors.MAX_ELEMENTS}"):
         codec.decode_infer_request(request([tensor("x", "UINT8", shape)], [b""]))
 
 
