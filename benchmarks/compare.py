@@ -43,6 +43,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PEERS_DIR = REPO_ROOT / ".tools" / "peers"
 SETUP = REPO_ROOT / "benchmarks" / "peers" / "setup.sh"
-_LISTENING = re.compile(r"listening for gRPC on (\S+):(\d+)")
+_LISTENING = r"listening for {protocol} on (\S+):(\d+)"
 _V2_DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 _TYPED_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents"}
 
@@ -97,6 +99,7 @@ class ServerSpec:
     # consecutive calls reach different processes.
     statistics: bool = True
     cwd: Path = REPO_ROOT  # where it runs from (another checkout, for --baseline)
+    protocols: tuple[str, ...] = ("grpc", "http")  # what --protocol can measure it on
 
     @property
     def is_peer(self) -> bool:
@@ -124,6 +127,7 @@ SERVERS = (
         None,
         ("-m", "benchmarks.bare_server", "serve"),
         models=("tabular_classifier",),
+        protocols=("grpc",),
     ),
     ServerSpec(
         BARE,
@@ -131,6 +135,7 @@ SERVERS = (
         None,
         ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}"),
         models=("image_classifier", "text_encoder"),
+        protocols=("grpc",),
     ),
     ServerSpec(
         BARE_SYNC,
@@ -138,12 +143,14 @@ SERVERS = (
         None,
         ("-m", "benchmarks.bare_server", "serve", "--transport", "sync", "--threads", "2"),
         models=("tabular_classifier",),
+        protocols=("grpc",),
     ),
     ServerSpec(
         BARE_MODEL,
         "bare",
         None,
         ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}", "--with-model"),
+        protocols=("grpc",),
     ),
     ServerSpec(
         "MLServer, adaptive batching, 0 workers",
@@ -197,8 +204,15 @@ class Process:
         startup_timeout_s: float,
         env: dict[str, str] | None = None,
         cwd: Path = REPO_ROOT,
+        listening: str = "gRPC",
     ) -> None:
+        """listening: the protocol whose listening line says the server is up (servers print
+        "listening for gRPC on HOST:PORT"; those that also serve HTTP print the same line for
+        HTTP, and `http_url` names that port)."""
         self.command = list(command)
+        self._listening_line = re.compile(_LISTENING.format(protocol=listening))
+        self._http_line = re.compile(_LISTENING.format(protocol="HTTP"))
+        self.http_port = 0
         self.log_lines: list[str] = []
         self.port = 0
         self._listening = threading.Event()
@@ -218,7 +232,8 @@ class Process:
         try:
             if not self._listening.wait(startup_timeout_s) or not self.port:
                 raise RuntimeError("did not print its listening line")
-            wait_ready(self.url, models, deadline)
+            if listening == "gRPC":
+                wait_ready(self.url, models, deadline)
         except Exception as exc:
             self.stop()
             raise RuntimeError(f"server did not start ({exc}); its output:\n{self.tail()}") from exc
@@ -227,6 +242,13 @@ class Process:
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def url_for(self, protocol: str) -> str:
+        return self.http_url if protocol == "http" else self.url
+
     def tail(self, lines: int = 30) -> str:
         return "".join(self.log_lines[-lines:])
 
@@ -234,7 +256,10 @@ class Process:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.log_lines.append(line)
-            match = _LISTENING.search(line)
+            http = self._http_line.search(line)
+            if http:
+                self.http_port = int(http.group(2))
+            match = self._listening_line.search(line)
             if match and not self._listening.is_set():
                 self.port = int(match.group(2))
                 self._listening.set()
@@ -279,6 +304,27 @@ def wait_ready(url: str, models: Sequence[str], deadline: float) -> None:
             time.sleep(0.2)
 
 
+def wait_ready_http(process: Process, models: Sequence[str], deadline: float) -> None:
+    """Every model answers GET /v2/models/NAME/ready with 200 on the server's HTTP port."""
+    while not process.http_port:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no 'listening for HTTP' line")
+        time.sleep(0.2)
+    pending = list(models)
+    while pending:
+        url = f"http://{process.http_url}/v2/models/{pending[0]}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    pending.pop(0)
+                    continue
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"model {pending[0]} not ready over HTTP in time")
+        time.sleep(0.2)
+
+
 def interpreter(server: ServerSpec) -> Path:
     if server.venv is None:
         return Path(sys.executable)
@@ -288,11 +334,12 @@ def interpreter(server: ServerSpec) -> Path:
 # --- the spec the peers serve ----------------------------------------------------------------
 
 
-def write_spec(url: str, path: Path) -> dict:
-    """The bundled models as tensorgate describes them (ModelMetadata, ModelConfig), for the
-    peers and the bare server to describe them the same way."""
+def write_spec(tensorgate: Process, path: Path) -> dict:
+    """The bundled models as tensorgate describes them (ModelMetadata, ModelConfig over gRPC,
+    and the config's JSON over HTTP), for the peers and the bare server to describe them the
+    same way."""
     models = {}
-    with grpc.insecure_channel(url) as channel:
+    with grpc.insecure_channel(tensorgate.url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for name, workload in WORKLOADS.items():
             metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=name), timeout=10)
@@ -312,10 +359,19 @@ def write_spec(url: str, path: Path) -> dict:
                 "max_queue_delay_us": batching.max_queue_delay_microseconds,
                 "preferred_batch_sizes": list(batching.preferred_batch_size),
                 "model_config_response": base64.b64encode(config.SerializeToString()).decode(),
+                "model_config_json": _http_config(tensorgate, name),
             }
     spec = {"models": models}
     path.write_text(json.dumps(spec, indent=1))
     return spec
+
+
+def _http_config(tensorgate: Process, model: str) -> str:
+    if not tensorgate.http_port:
+        return ""
+    url = f"http://{tensorgate.http_url}/v2/models/{model}/config"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read().decode()
 
 
 # --- correctness check -----------------------------------------------------------------------
@@ -393,6 +449,7 @@ class Settings:
     window_ms: int
     ceiling_s: float
     perf_timeout_s: float
+    protocol: str = "grpc"  # what perf_analyzer speaks: grpc, or http (v2 REST)
 
 
 def measure_ceiling(workload: Workload, duration_s: float) -> Ceiling:
@@ -418,11 +475,17 @@ def _statistics(url: str, model: str) -> tuple[int, int] | None:
 
 
 def measure(
-    server: ServerSpec, url: str, model: str, concurrency: int, data: Path, settings: Settings
+    server: ServerSpec,
+    process: Process,
+    model: str,
+    concurrency: int,
+    data: Path,
+    settings: Settings,
 ) -> Point:
     workload = WORKLOADS[model]
     point = Point(server.name, model, concurrency, load_1m=os.getloadavg()[0])
-    before = _statistics(url, model) if server.statistics else None
+    url = process.url_for(settings.protocol)
+    before = _statistics(process.url, model) if server.statistics else None
     try:
         try:
             result = run_perf_analyzer(
@@ -433,6 +496,7 @@ def measure(
                 timeout_s=settings.perf_timeout_s,
                 shapes=workload.shapes,
                 input_data=str(data),
+                protocol=settings.protocol,
             )
         except PerfAnalyzerError as exc:
             if exc.returncode not in _TOO_SHORT:
@@ -446,6 +510,7 @@ def measure(
                 timeout_s=settings.perf_timeout_s,
                 shapes=workload.shapes,
                 input_data=str(data),
+                protocol=settings.protocol,
             )
     except PerfAnalyzerError as exc:
         point.error = _short_error(exc)
@@ -454,7 +519,7 @@ def measure(
         point.p50_us = result.p50_latency_us
         point.p90_us = result.p90_latency_us
         point.p99_us = result.p99_latency_us
-        after = _statistics(url, model) if before else None
+        after = _statistics(process.url, model) if before else None
         if before and after and after[1] > before[1]:
             point.avg_batch = (after[0] - before[0]) / (after[1] - before[1])
     print(f"  {_describe(point)}", flush=True)
@@ -504,7 +569,10 @@ def _describe(p: Point) -> str:
 
 
 def start_server(
-    server: ServerSpec, spec_path: Path, on_up: Callable[[str], object] | None = None
+    server: ServerSpec,
+    spec_path: Path,
+    on_up: Callable[[Process], object] | None = None,
+    protocol: str = "grpc",
 ) -> Process:
     """A server that is up, ready and answers correctly; RuntimeError says why not. `on_up`
     gets its address before the answers are checked."""
@@ -520,8 +588,14 @@ def start_server(
     started = time.monotonic()
     process = Process(command, server.models, server.startup_timeout_s, cwd=server.cwd)
     print(f"{server.name}: ready in {time.monotonic() - started:.1f}s", flush=True)
+    if protocol == "http":
+        try:
+            wait_ready_http(process, server.models, time.monotonic() + server.startup_timeout_s)
+        except (TimeoutError, OSError) as exc:
+            process.stop()
+            raise RuntimeError(f"HTTP not ready: {exc}") from exc
     if on_up:
-        on_up(process.url)
+        on_up(process)
     if server.group != "bare" or server.name == BARE_MODEL:
         try:
             check_answers(process.url, server.models)
@@ -795,6 +869,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--skip-setup", action="store_true", help="do not run peers/setup.sh")
     parser.add_argument(
+        "--protocol",
+        choices=("grpc", "http"),
+        default="grpc",
+        help="what perf_analyzer speaks: gRPC, or the v2 REST protocol (servers without an HTTP "
+        "port, the bare gRPC servers, are left out)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="CHECKOUT",
@@ -824,6 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window_ms=args.window_ms or (500 if args.quick else 700),
         ceiling_s=0.4 if args.quick else 1.0,
         perf_timeout_s=60.0,
+        protocol=args.protocol,
     )
     if not perf_analyzer_available():
         print("perf_analyzer is not installed: bash scripts/install_perf_analyzer.sh")
@@ -840,9 +922,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = [
         only_models(s, args.models)
         for s in SERVERS
-        if s.group in args.servers and set(s.models) & set(args.models)
+        if s.group in args.servers
+        and set(s.models) & set(args.models)
+        and args.protocol in s.protocols
     ]
-    if args.baseline:
+    if args.baseline and args.protocol == "grpc":  # a baseline from before HTTP has none
         tensorgate_spec = next(s for s in SERVERS if s.name == TENSORGATE)
         servers.append(
             only_models(
@@ -878,7 +962,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # alike. tensorgate starts first: the others describe the models as it does.
         tensorgate = only_models(next(s for s in SERVERS if s.group == "tensorgate"), WORKLOADS)
         try:
-            process = start_server(tensorgate, spec_path, lambda url: write_spec(url, spec_path))
+            process = start_server(
+                tensorgate, spec_path, lambda up: write_spec(up, spec_path), args.protocol
+            )
         except RuntimeError as exc:
             print(f"tensorgate did not start, so there is nothing to compare with:\n{exc}")
             return 1
@@ -889,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.append((server, process))
                 continue
             try:
-                running.append((server, start_server(server, spec_path)))
+                running.append((server, start_server(server, spec_path, None, args.protocol)))
             except RuntimeError as exc:
                 print(f"{server.name}: FAILED: {exc}", flush=True)
                 failures[server.name] = str(exc)
@@ -909,7 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         measured.append(
                             measure(
                                 server,
-                                server_process.url,
+                                server_process,
                                 model,
                                 concurrency,
                                 data[model],
@@ -939,13 +1025,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"## Comparison, {now:%Y-%m-%d %H:%M} UTC\n\n"
         f"{machine}; tensorgate {_git_commit()}; {versions or 'no peers'}. perf_analyzer "
-        f"(gRPC, async) on the same cores, {settings.window_ms} ms windows, best of "
+        f"({'HTTP/REST' if args.protocol == 'http' else 'gRPC'}, async) on the same cores, "
+        f"{settings.window_ms} ms windows, best of "
         f"{settings.rounds} interleaved round(s), concurrency "
         f"{', '.join(map(str, settings.concurrencies))}; run took "
         f"{(time.monotonic() - run_started) / 60:.1f} min.{load_note}"
     )
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"compare-{now:%Y%m%d-%H%M%S}"
+    kind = "compare-http" if args.protocol == "http" else "compare"
+    stem = RESULTS / f"{kind}-{now:%Y%m%d-%H%M%S}"
     result_json = stem.with_suffix(".json")
     result_json.write_text(
         json.dumps(

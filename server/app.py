@@ -166,6 +166,7 @@ class TensorgateServer:
         grace_s = self.settings.grace_period_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace_s
         log.info("shutting down (grace period %.1fs)", grace_s)
+        self.plane.state.stopping = True  # HTTP readiness answers 400 from now on
         if self.grpc is not None:
             self.grpc.stopping()
         delay_s = min(self.settings.shutdown_delay_s, grace_s)
@@ -173,6 +174,7 @@ class TensorgateServer:
             log.info("health is NOT_SERVING; still serving for %.1fs", delay_s)
             time.sleep(delay_s)
         self.plane.state.accepting = False
+        log.info("refusing new requests; answering the %d in flight", self.plane.state.in_flight)
         if self.watcher is not None:
             self.watcher.stop(max(0.0, deadline - time.monotonic()))
         drained = self.plane.state.wait_idle(deadline)

@@ -55,6 +55,7 @@ class ModelSpec:
     max_queue_delay_us: int
     preferred_batch_sizes: list[int]
     model_config_response: bytes  # a serialized inference.ModelConfigResponse
+    model_config_json: str  # the config as GET /v2/models/NAME/config answers it
 
 
 def load_spec(path: str | Path) -> dict[str, ModelSpec]:
@@ -70,6 +71,7 @@ def load_spec(path: str | Path) -> dict[str, ModelSpec]:
             max_queue_delay_us=entry["max_queue_delay_us"],
             preferred_batch_sizes=entry["preferred_batch_sizes"],
             model_config_response=base64.b64decode(entry["model_config_response"]),
+            model_config_json=entry.get("model_config_json", ""),
         )
     return models
 
@@ -88,6 +90,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def announce(host: str, port: int) -> None:
-    """The line benchmarks/compare.py (like tests/support/server_process.py) waits for."""
-    print(f"listening for gRPC on {host}:{port}", flush=True)
+def announce(host: str, port: int, protocol: str = "gRPC") -> None:
+    """The line benchmarks/compare.py (like tests/support/server_process.py) waits for; the
+    HTTP one names the REST port (the harness polls it for readiness)."""
+    print(f"listening for {protocol} on {host}:{port}", flush=True)

@@ -92,8 +92,13 @@ class DataPlane:
     def ready(self) -> bool:
         """Accepting requests, and every model that is meant to serve has a ready version."""
         registry = self.registry
-        return self.state.accepting and all(
-            registry.is_ready(name) or registry.is_unloaded(name) for name in registry.names()
+        state = self.state
+        return (
+            state.accepting
+            and not state.stopping
+            and all(
+                registry.is_ready(name) or registry.is_unloaded(name) for name in registry.names()
+            )
         )
 
     def model_ready(self, name: str, version: str = "") -> bool:

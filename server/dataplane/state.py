@@ -7,11 +7,13 @@ import time
 
 
 class ServerState:
-    """Flipped once, at shutdown (`accepting` False); counts the inference requests in flight
-    so that shutdown can wait for exactly those (refused calls do not count)."""
+    """Flipped once, at shutdown (`stopping` True: not ready, still serving through the
+    shutdown delay; then `accepting` False); counts the inference requests in flight so that
+    shutdown can wait for exactly those (refused calls do not count)."""
 
     def __init__(self) -> None:
         self.accepting = False
+        self.stopping = False
         self.last_refused_s = 0.0  # monotonic time of the last request refused while stopping
         self._in_flight = 0
         self._lock = threading.Lock()

@@ -109,7 +109,7 @@ def decode_bytes_elements(
                 f"input '{name}': BYTES element {index} has {length} bytes, more than the "
                 f"limit of {max_element} (--max-bytes-element)"
             )
-        elements[index] = raw[offset : offset + length]
+        elements[index] = bytes(raw[offset : offset + length])  # not a view: models get bytes
         offset += length
     if offset != size:
         raise InvalidInputError(

@@ -200,6 +200,8 @@ def _json_data(
             parsed = np.asarray(data)
         except ValueError as error:  # ragged nesting
             raise InvalidInputError(f"input '{name}': 'data' is not a regular array") from error
+        if parsed.dtype.kind in "fO" and datatype.numpy.kind in "iu":
+            parsed = _wide_integers(name, datatype, data, parsed)
         if parsed.size and not _kind_fits(parsed.dtype, datatype):
             raise InvalidInputError(
                 f"input '{name}' has datatype {datatype.name}, but its data holds "
@@ -217,6 +219,22 @@ def _json_data(
             f"input '{name}' has {array.size} elements, but shape {list(shape)} needs {count}"
         )
     return array.reshape(shape)
+
+
+def _wide_integers(
+    name: str, datatype: DataType, data: list[Any], parsed: np.ndarray
+) -> np.ndarray:
+    """numpy reads integers beyond int64 mixed with smaller ones as floats (or objects):
+    integers only are read as the target type itself, exactly, or refused as out of range."""
+    flat = _flatten(data)
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in flat):
+        return parsed  # real floats: refused by the caller with the usual message
+    try:
+        return np.array(flat, dtype=datatype.numpy)
+    except OverflowError:
+        raise InvalidInputError(
+            f"input '{name}': a value is out of range for {datatype.name}"
+        ) from None
 
 
 _FLOATING = frozenset({"FP16", "FP32", "FP64", "BF16"})

@@ -25,7 +25,7 @@ from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
 from server.dataplane.plane import DataPlane
-from server.http_api import codec
+from server.http_api import codec, protojson
 from server.observability.stats import Duration
 from server.security.tokens import ADMIN, INFER
 
@@ -260,7 +260,7 @@ class Routes:
 
     def model_config(self, request: HttpRequest) -> HttpResponse:
         config = self._plane.model_config(*_model(request))
-        return json_response(json_format.MessageToDict(config, preserving_proto_field_name=True))
+        return json_response(protojson.to_json(config))
 
     def statistics(self, request: HttpRequest) -> HttpResponse:
         name = request.params.get("model", "")

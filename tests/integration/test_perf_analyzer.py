@@ -46,18 +46,22 @@ def _counts(client: triton.InferenceServerClient, model: str) -> tuple[int, int,
     )
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("model", sorted(SHAPES))
-def test_perf_analyzer_runs_without_errors(bundled_server: ServerProcess, model: str):
+def test_perf_analyzer_runs_without_errors(
+    bundled_server: ServerProcess, model: str, protocol: str
+):
     with triton.InferenceServerClient(bundled_server.url) as client:
         inferences_before, successes_before, failures_before = _counts(client, model)
 
         result = run_perf_analyzer(
             model,
-            bundled_server.url,
+            bundled_server.http_url if protocol == "http" else bundled_server.url,
             concurrency=CONCURRENCY,
             measurement_ms=MEASUREMENT_MS,
             shapes=SHAPES[model],
             timeout_s=60,
+            protocol=protocol,
         )
 
         inferences, successes, failures = _counts(client, model)

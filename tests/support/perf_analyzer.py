@@ -144,6 +144,7 @@ def build_perf_analyzer_command(
     max_trials: int = 5,
     extra_args: Sequence[str] = (),
     input_data: str = "zero",
+    protocol: str = "grpc",
 ) -> list[str]:
     """The argument list :func:`run_perf_analyzer` runs (useful for logging)."""
     if not model:
@@ -166,7 +167,7 @@ def build_perf_analyzer_command(
         "-u",
         url,
         "-i",
-        "grpc",
+        protocol,
         "--async",
         "--concurrency-range",
         str(concurrency),
@@ -205,8 +206,10 @@ def run_perf_analyzer(
     stability_percentage: float = 999.0,
     max_trials: int = 5,
     input_data: str = "zero",
+    protocol: str = "grpc",
 ) -> PerfResult:
-    """Load ``model`` at ``url`` (``host:port``, gRPC) with a fixed concurrency.
+    """Load ``model`` at ``url`` (``host:port``) with a fixed concurrency, over gRPC or, with
+    ``protocol="http"``, the v2 REST protocol.
 
     Sends zero-filled inputs asynchronously, keeping ``concurrency`` requests in
     flight, and measures in time windows of ``measurement_ms``. perf_analyzer needs at
@@ -234,6 +237,7 @@ def run_perf_analyzer(
             max_trials=max_trials,
             extra_args=extra_args,
             input_data=input_data,
+            protocol=protocol,
         )
         if not Path(cmd[0]).is_file():
             raise PerfAnalyzerError(
