@@ -13,7 +13,8 @@
 # Run it with a model repository (Triton's layout) mounted at /models; without one it serves
 # the bundled example models:
 #
-#   docker run --rm -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" tensorgate:0.1.0
+#   docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" \
+#     tensorgate:0.1.0
 #
 # Every setting is a TENSORGATE_* variable (README.md, "Configuration"): `docker run -e ...`.
 # tests/deploy/test_dockerfile.py lints this file with hadolint and runs its steps.
@@ -64,10 +65,12 @@ ENV PATH=/opt/tensorgate/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     TENSORGATE_MODEL_REPOSITORY=/models \
     TENSORGATE_GRPC_HOST=0.0.0.0 \
-    TENSORGATE_GRPC_PORT=8001
+    TENSORGATE_GRPC_PORT=8001 \
+    TENSORGATE_HTTP_PORT=8000
 VOLUME ["/models"]
-# 8001: gRPC (KServe v2 / Triton, grpc.health.v1, reflection); 8002: Prometheus /metrics.
-EXPOSE 8001 8002
+# 8000: HTTP/REST (KServe v2 / Triton); 8001: gRPC (KServe v2 / Triton, grpc.health.v1,
+# reflection); 8002: Prometheus /metrics.
+EXPOSE 8000 8001 8002
 USER 10001:10001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "/opt/tensorgate/healthcheck.py"]

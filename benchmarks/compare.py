@@ -936,7 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     group="baseline",
                     cwd=args.baseline.resolve(),
                     # A baseline from before the HTTP front end knows no --http-port.
-                    args=tuple(a for a in tensorgate_spec.args if a not in ("--http-port", "0")),
+                    args=_without_option(tensorgate_spec.args, "--http-port"),
                 ),
                 args.models,
             )
@@ -1055,6 +1055,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     print("wrote", result_json, stem.with_suffix(".md"), *pngs, sep="\n  ")
     return 0
+
+
+def _without_option(args: Sequence[str], option: str) -> tuple[str, ...]:
+    """args less `option VALUE`."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        else:
+            out.append(arg)
+    return tuple(out)
 
 
 def rerender(result_json: Path) -> int:

@@ -120,11 +120,12 @@ class Supervisor:
         self.port = port
         self._argv = [*argv, "--workers", "1", "--grpc-port", str(port)]
         self._held_http: socket.socket | None = None
+        self.http_port = settings.http_port  # -1: HTTP off
         if settings.http_port == 0:  # one port for every worker, as for gRPC
-            self._held_http, http_port = reserve_port(
+            self._held_http, self.http_port = reserve_port(
                 "127.0.0.1" if self._host == "0.0.0.0" else (settings.http_host or self._host)
             )
-            self._argv += ["--http-port", str(http_port)]
+            self._argv += ["--http-port", str(self.http_port)]
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="tensorgate-metrics-"))
         self._deaths: deque[float] = deque()  # monotonic times of deaths in the last minute
         self._stop = threading.Event()
@@ -139,6 +140,13 @@ class Supervisor:
                 log.error("a worker failed to start; stopping the others")
                 return self._shutdown(1)
             http = self._serve_metrics() if self.settings.metrics_enabled else None
+            if self.http_port >= 0:
+                log.info(
+                    "listening for HTTP on %s:%d (%d workers)",
+                    self.settings.http_host or self._host,
+                    self.http_port,
+                    len(self.workers),
+                )
             log.info(
                 "listening for gRPC on %s:%d (%d workers)", self._host, self.port, len(self.workers)
             )

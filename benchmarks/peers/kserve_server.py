@@ -8,8 +8,8 @@ KServe's own runtimes do; inputs via `InferInput.as_numpy()`, outputs as raw bin
 (`set_data_from_numpy`). KServe's Python server has no batching of its own (batching is the
 job of its agent sidecar in a cluster). Per-request INFO logging (a "grpc method" line for every
 RPC and a latency line for every prediction, both on by default) is turned off, as a
-latency-minded user would. The gRPC port is bound to loopback, and the ModelConfig RPC that
-perf_analyzer needs comes from benchmarks/peers/shim.py.
+latency-minded user would. The gRPC port is bound to loopback, and the ModelConfig RPC (and REST
+endpoint) that perf_analyzer needs comes from benchmarks/peers/shim.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import sys
 
 from benchmarks.peers import shim
-from benchmarks.peers.common import ModelSpec, free_port, load_spec
+from benchmarks.peers.common import ModelSpec, announce, free_port, load_spec
 
 
 def main() -> None:
@@ -77,9 +77,12 @@ def main() -> None:
         {name: spec.model_config_response for name, spec in specs.items()},
         bind_host=args.grpc_host,
     )
+    shim.install_rest({name: spec.model_config_json for name, spec in specs.items()})
     models = [OnnxRuntimeModel(spec) for spec in specs.values()]
+    http_port = free_port(args.grpc_host)
+    announce(args.grpc_host, http_port, "HTTP")  # the harness polls it until it is ready
     server = kserve.ModelServer(
-        http_port=free_port(args.grpc_host),
+        http_port=http_port,
         grpc_port=args.grpc_port,
         enable_latency_logging=False,
     )

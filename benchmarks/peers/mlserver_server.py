@@ -8,7 +8,8 @@ a production user would pick: access logs (`debug`) and the Prometheus intercept
 `--parallel-workers 0` runs inference on the gRPC event loop; 1 (MLServer's default) runs it in
 one worker process. `--adaptive-batching` sets each model's `max_batch_size` to the bundled
 config's and `max_batch_time` to its queue delay (at least 500 us: MLServer does not batch with a
-zero wait). The ModelConfig RPC that perf_analyzer needs comes from benchmarks/peers/shim.py.
+zero wait). The ModelConfig RPC (and REST endpoint) that perf_analyzer needs comes from
+benchmarks/peers/shim.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 from mlserver.utils import install_uvloop_event_loop
 
 from benchmarks.peers import shim
-from benchmarks.peers.common import ModelSpec, free_port, load_spec
+from benchmarks.peers.common import ModelSpec, announce, free_port, load_spec
 
 MIN_BATCH_TIME_S = 0.0005
 
@@ -76,12 +77,15 @@ def model_settings(spec: ModelSpec, adaptive_batching: bool) -> ModelSettings:
 async def serve(args: argparse.Namespace) -> None:
     specs = load_spec(args.spec)
     shim.install({name: spec.model_config_response for name, spec in specs.items()})
+    shim.install_rest({name: spec.model_config_json for name, spec in specs.items()})
     scratch = tempfile.mkdtemp(prefix="mlserver-peer-")
+    http_port = free_port(args.grpc_host)
+    announce(args.grpc_host, http_port, "HTTP")  # the harness polls it until it is ready
     settings = Settings(
         debug=False,
         host=args.grpc_host,
         grpc_port=args.grpc_port,
-        http_port=free_port(args.grpc_host),
+        http_port=http_port,
         metrics_endpoint=None,
         metrics_dir=scratch,
         parallel_workers=args.parallel_workers,

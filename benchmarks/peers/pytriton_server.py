@@ -63,9 +63,10 @@ def main() -> None:
         return [Tensor(name=t.name, dtype=t.dtype, shape=tuple(t.shape[1:]) or (1,)) for t in items]
 
     grpc_port = args.grpc_port or free_port(args.grpc_host)
+    http_port = free_port(args.grpc_host)
     config = TritonConfig(
         http_address=args.grpc_host,
-        http_port=free_port(args.grpc_host),
+        http_port=http_port,
         grpc_address=args.grpc_host,
         grpc_port=grpc_port,
         allow_metrics=False,
@@ -90,6 +91,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     triton.run()  # returns once the server and every model are ready
+    announce(args.grpc_host, http_port, "HTTP")
     announce(args.grpc_host, grpc_port)
     try:
         stop.wait()

@@ -9,11 +9,13 @@ falls through to the server's own handlers. The handler works on raw bytes, so i
 generated stubs and cannot clash with the server's protobuf registrations.
 
 `install()` also records the port the server binds and prints the harness's "listening for gRPC
-on HOST:PORT" line once the server has started.
+on HOST:PORT" line once the server has started. `install_rest()` does the same for their REST
+apps (GET /v2/models/NAME/config, for perf_analyzer -i http).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -111,3 +113,37 @@ def install(
         return instance
 
     grpc.aio.server = server
+
+
+_REST_CONFIG = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?/config/?")
+
+
+def install_rest(configs_json: Mapping[str, str]) -> None:
+    """Patch FastAPI (the REST layer of MLServer and KServe) so that every app answers
+    `GET /v2/models/NAME/config` with the JSON tensorgate gives for that model, which
+    perf_analyzer -i http reads before its first request. Every other request goes to the app."""
+    import fastapi
+
+    original = fastapi.FastAPI.__call__
+
+    async def call(self, scope, receive, send) -> None:
+        found = None
+        if scope["type"] == "http" and scope["method"] == "GET":
+            found = _REST_CONFIG.fullmatch(scope["path"])
+        if found is None or found["model"] not in configs_json:
+            await original(self, scope, receive, send)
+            return
+        body = configs_json[found["model"]].encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    fastapi.FastAPI.__call__ = call

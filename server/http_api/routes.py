@@ -133,10 +133,11 @@ class Routes:
             ("GET", r"/v2/health/live", "health/live", OPEN, True, self.live),
             ("GET", r"/v2/health/ready", "health/ready", OPEN, True, self.ready),
             ("GET", r"/v2", "server metadata", INFER, True, self.server_metadata),
+            # Before model metadata, which would take "stats" for a model name.
+            ("GET", r"/v2/models/stats", "model stats", INFER, True, self.statistics),
             ("GET", _MODEL, "model metadata", INFER, True, self.model_metadata),
             ("GET", _MODEL + r"/ready", "model ready", OPEN, True, self.model_ready),
             ("GET", _MODEL + r"/config", "model config", INFER, True, self.model_config),
-            ("GET", r"/v2/models/stats", "model stats", INFER, True, self.statistics),
             ("GET", _MODEL + r"/stats", "model stats", INFER, True, self.statistics),
             ("POST", _MODEL + r"/infer", "infer", INFER, False, self.infer),
             ("POST", r"/v2/repository/index", "repository index", INFER, False, self.index),

@@ -75,7 +75,7 @@ def test_image_shape(dockerfile: df.Dockerfile) -> None:
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
 
     exposed = {p for i in final.all("EXPOSE") for p in i.arguments.split()}
-    assert exposed == {"8001", "8002"}
+    assert exposed == {"8000", "8001", "8002"}
     assert [i.exec_form() for i in final.all("VOLUME")] == [["/models"]]
     healthcheck = final.last("HEALTHCHECK")
     assert healthcheck is not None and " CMD [" in healthcheck.arguments
@@ -250,6 +250,7 @@ def test_image_starts_serves_checks_health_and_stops(
     env.update(
         TENSORGATE_GRPC_HOST="127.0.0.1",
         TENSORGATE_GRPC_PORT="0",
+        TENSORGATE_HTTP_PORT="0",
         TENSORGATE_METRICS_PORT="0",
         HOME="/nonexistent",
     )
@@ -282,6 +283,13 @@ def test_image_starts_serves_checks_health_and_stops(
         probabilities = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
         assert probabilities.shape == (6,)
         assert health_status(address) == "SERVING"
+
+        # HTTP/REST (EXPOSE 8000) answers on the same data plane.
+        http_port = re.search(r"listening for HTTP on \S+:(\d+)", server.output)
+        assert http_port, server.output
+        ready = f"http://127.0.0.1:{http_port.group(1)}/v2/models/{MODEL}/ready"
+        with urllib.request.urlopen(ready, timeout=10) as page:
+            assert page.status == 200
 
         # Metrics (EXPOSE 8002) carry the queue depth the HorizontalPodAutoscaler scales on.
         metrics = re.search(r"metrics on (http://\S+/metrics)", server.output)

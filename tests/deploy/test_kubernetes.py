@@ -200,6 +200,7 @@ def test_settings_parse_and_match_the_pod(builds: dict[str, Resources]) -> None:
         assert main["envFrom"] == [{"configMapRef": {"name": config_map}}]
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
         assert ports["grpc"] == settings.grpc_port == 8001
+        assert ports["http"] == settings.http_port == 8000
         assert settings.grpc_host == "0.0.0.0"
         assert ports["metrics"] == int(env["TENSORGATE_METRICS_PORT"]) == 8002
 
@@ -313,6 +314,8 @@ def test_services_monitor_and_budget_select_the_pods(base: Resources) -> None:
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
         grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
         assert (grpc["port"], grpc["appProtocol"]) == (8001, "kubernetes.io/h2c")
+        http = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+        assert (http["port"], http["appProtocol"]) == (8000, "http")
 
     # The ServiceMonitor picks the one Service with the metrics port: no pod scraped twice.
     monitor = one(base, "ServiceMonitor")

@@ -370,6 +370,8 @@ def test_statistics_count_http_requests(
         client.infer("identity_int32", [tensor])
     after = client.get_inference_statistics("identity_int32")["model_stats"][0]
     assert int(after["inference_count"]) - int(before["inference_count"]) == 3
+    every_model = {m["name"] for m in client.get_inference_statistics()["model_stats"]}
+    assert {"identity_int32", "add_sub", "gated"} <= every_model
     assert int(after["inference_stats"]["success"]["count"]) >= 3
     samples = probes.scrape(server.metrics_port)
     assert (
