@@ -196,11 +196,13 @@ def _json_data(
         array = np.empty(len(flat), dtype=object)
         array[:] = [item.encode("utf-8") for item in flat]
     else:
+        target = datatype.numpy
+        assert target is not None  # every datatype but BYTES has a numpy dtype
         try:
             parsed = np.asarray(data)
         except ValueError as error:  # ragged nesting
             raise InvalidInputError(f"input '{name}': 'data' is not a regular array") from error
-        if parsed.dtype.kind in "fO" and datatype.numpy.kind in "iu":
+        if parsed.dtype.kind in "fO" and target.kind in "iu":
             parsed = _wide_integers(name, datatype, data, parsed)
         if parsed.size and not _kind_fits(parsed.dtype, datatype):
             raise InvalidInputError(
@@ -208,7 +210,7 @@ def _json_data(
                 f"{_kind_name(parsed.dtype)}"
             )
         try:
-            array = parsed.astype(datatype.numpy, casting="unsafe")
+            array = parsed.astype(target, casting="unsafe")
         except (ValueError, TypeError) as error:
             raise InvalidInputError(f"input '{name}': {error}") from None
         if parsed.dtype.kind in "iu" and not np.array_equal(array, parsed):
