@@ -30,6 +30,10 @@ def test_every_metric_the_dashboard_queries_is_exported(bundled_server) -> None:
         features = triton.InferInput("features", [1, 16], "FP32")
         features.set_data_from_numpy(np.zeros((1, 16), np.float32))
         client.infer("tabular_classifier", [features])
+    # One HTTP call too, so the HTTP request counter has a sample to export.
+    ready = f"http://{bundled_server.http_url}/v2/health/ready"
+    with urllib.request.urlopen(ready, timeout=10) as response:
+        assert response.status == 200
     url = f"http://127.0.0.1:{bundled_server.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         exported = response.read().decode()
