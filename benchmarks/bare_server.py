@@ -2,10 +2,14 @@
 running no model, no batching and no validation, on either of grpc's Python transports.
 
     .venv/bin/python -m benchmarks.bare_server serve [--grpc-port 0] [--transport aio|sync]
-        [--threads N]
+        [--threads N] [--handler-work-us US]
 
 `aio` is grpc.aio (one event loop); `sync` is grpc.server with a pool of `--threads` handler
-threads. It serves one model, "tabular_classifier", with the metadata and config perf_analyzer
+threads. `--handler-work-us` makes every ModelInfer spend that long in Python code, holding the
+GIL, as a real server's own work does (tensorgate's is ~130 us a call: benchmarks/request_path.py):
+it shows whether a transport that wins with an empty handler still wins with a busy one.
+
+It serves one model, "tabular_classifier", with the metadata and config perf_analyzer
 asks for, and prints "listening for gRPC on HOST:PORT" like tensorgate, so the same harness
 drives it.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -26,6 +31,15 @@ from server._proto import model_config_pb2 as mc
 MODEL = "tabular_classifier"
 _PROBABILITIES = np.full((1, 3), 1 / 3, dtype=np.float32).tobytes()
 _LABEL = np.zeros(1, dtype=np.int64).tobytes()
+HANDLER_WORK_S = 0.0  # --handler-work-us
+
+
+def python_work() -> None:
+    """Run Python bytecode (holding the GIL) for HANDLER_WORK_S."""
+    if HANDLER_WORK_S:
+        end = time.perf_counter() + HANDLER_WORK_S
+        while time.perf_counter() < end:
+            pass
 
 
 def model_metadata() -> pb.ModelMetadataResponse:
@@ -51,6 +65,7 @@ def model_config() -> pb.ModelConfigResponse:
 
 
 def fixed_answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    python_work()
     tensor = pb.ModelInferResponse.InferOutputTensor
     return pb.ModelInferResponse(
         model_name=MODEL,
@@ -135,7 +150,12 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=0)
     parser.add_argument("--transport", choices=["aio", "sync"], default="aio")
     parser.add_argument("--threads", type=int, default=2, help="sync: handler threads")
+    parser.add_argument(
+        "--handler-work-us", type=float, default=0, help="Python work per ModelInfer call"
+    )
     args = parser.parse_args()
+    global HANDLER_WORK_S
+    HANDLER_WORK_S = args.handler_work_us / 1e6
     if args.transport == "sync":
         serve_sync(args.grpc_host, args.grpc_port, args.threads)
     else:

@@ -2,7 +2,7 @@
 a pool of N handler threads, each serving the same fixed answer (benchmarks/bare_server.py).
 
     .venv/bin/python -m benchmarks.transports [--threads 1 2 3 4 8 16] [--concurrency 1 8 32]
-        [--rounds 2] [--window-ms 1000]
+        [--rounds 2] [--window-ms 1000] [--handler-work-us 0 150]
 
 Every server runs side by side for the whole run, and the measurements are interleaved (each
 round visits every concurrency and every server in turn), so a busy moment on a shared machine
@@ -28,17 +28,22 @@ from tests.support.perf_analyzer import PerfAnalyzerError, run_perf_analyzer
 MODEL = "tabular_classifier"
 
 
-def server_commands(threads: list[int]) -> dict[str, list[str]]:
-    base = [sys.executable, "-m", "benchmarks.bare_server", "serve"]
-    commands = {"grpc.aio": [*base, "--transport", "aio"]}
-    for count in threads:
-        commands[f"sync, {count} threads"] = [
-            *base,
-            "--transport",
-            "sync",
-            "--threads",
-            str(count),
-        ]
+def server_commands(threads: list[int], work_us: list[float]) -> dict[str, list[str]]:
+    """Every transport, once per amount of Python work in the handler (bare_server.py)."""
+    commands = {}
+    for work in work_us:
+        base = [sys.executable, "-m", "benchmarks.bare_server", "serve"]
+        base += ["--handler-work-us", str(work)]
+        suffix = f", {work:g} us work" if len(work_us) > 1 or work else ""
+        commands[f"grpc.aio{suffix}"] = [*base, "--transport", "aio"]
+        for count in threads:
+            commands[f"sync, {count} threads{suffix}"] = [
+                *base,
+                "--transport",
+                "sync",
+                "--threads",
+                str(count),
+            ]
     return commands
 
 
@@ -48,6 +53,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window-ms", type=int, default=1000)
+    parser.add_argument(
+        "--handler-work-us",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="Python work per call in the handler (each value runs its own servers)",
+    )
     args = parser.parse_args()
 
     stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -56,7 +68,7 @@ def main() -> None:
         data = WORKLOADS[MODEL].write_input_data(Path(scratch) / "input.json")
         servers = {
             name: Process(command, (), startup_timeout_s=60)
-            for name, command in server_commands(args.threads).items()
+            for name, command in server_commands(args.threads, args.handler_work_us).items()
         }
         try:
             for round_index in range(args.rounds):
