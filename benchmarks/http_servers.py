@@ -9,8 +9,9 @@ the standard library) on the bodies the REST front end parses and writes.
 Candidates: uvicorn with httptools and with h11 (a raw ASGI app, answered on the event loop,
 and, as tensorgate answers inference, on a worker thread), FastAPI on uvicorn (run with the
 KServe peer's interpreter, which has it; skipped when absent), waitress and cheroot (WSGI on
-threads), and the standard library's ThreadingHTTPServer. Every handler does the same work:
-read the body, parse the JSON header (orjson), answer a fixed JSON body.
+threads; `.venv/bin/pip install waitress cheroot` first, skipped when absent), and the
+standard library's ThreadingHTTPServer. Every handler does the same work: read the body, parse
+the JSON header (orjson), answer a fixed JSON body with the request's id.
 Writes benchmarks/results/http-servers-<timestamp>.json and .md.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -71,8 +73,8 @@ def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> tupl
     base = f"/v2/models/{MODEL}"
     if method == "POST" and path == base + "/infer":
         length = headers.get("inference-header-content-length")
-        orjson.loads(body[: int(length)] if length else body)
-        return 200, orjson.dumps(ANSWER)
+        request = orjson.loads(body[: int(length)] if length else body)
+        return 200, orjson.dumps({**ANSWER, "id": request.get("id", "")})
     if path == base:
         return 200, orjson.dumps(METADATA)
     if path == base + "/config":
@@ -162,7 +164,12 @@ def wsgi_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
 def serve(stack: str, host: str) -> None:
     import socket
 
-    sock = socket.create_server((host, 0))
+    # As tensorgate listens (server/http_api/server.py listening_socket, whose docstring says
+    # why): proto TCP, so that asyncio turns Nagle's algorithm off, and TCP_NODELAY inherited.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, 0))
+    sock.listen(1024)
     port = sock.getsockname()[1]
     print(f"listening for HTTP on {host}:{port}", flush=True)
     if stack.startswith("uvicorn") or stack == "fastapi":
@@ -189,6 +196,7 @@ def serve(stack: str, host: str) -> None:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -221,6 +229,8 @@ STACKS = {
     "cheroot, 4 threads": "cheroot",
     "http.server, a thread per connection": "http.server",
 }
+
+OPTIONAL = {"waitress", "cheroot"}  # not tensorgate dependencies: installed by hand to compare
 
 
 # --- the JSON codec --------------------------------------------------------------------------
@@ -288,6 +298,9 @@ def run(concurrencies: list[int], rounds: int, window_ms: int) -> None:
                     print(f"skipping {name}: no {KSERVE_PYTHON} (benchmarks/peers/setup.sh)")
                     continue
                 python = str(KSERVE_PYTHON)
+            elif stack in OPTIONAL and importlib.util.find_spec(stack) is None:
+                print(f"skipping {name}: not installed (.venv/bin/pip install {stack})")
+                continue
             command = [python, "-m", "benchmarks.http_servers", "serve", "--stack", stack]
             servers[name] = Process(command, (), startup_timeout_s=60, listening="HTTP")
         try:
