@@ -127,6 +127,9 @@ def asgi_app(on_thread: bool) -> Callable[..., Any]:
 
 
 def fastapi_app() -> Any:
+    # FastAPI reads the handlers' annotations, which (with `from __future__ import annotations`)
+    # are strings resolved in this module's globals: the import must be global.
+    global fastapi
     import fastapi
 
     app = fastapi.FastAPI()
