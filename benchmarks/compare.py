@@ -53,6 +53,7 @@ import grpc
 import numpy as np
 import onnxruntime
 
+from benchmarks import wrk
 from benchmarks.workloads import WORKLOADS, Workload, in_process_rows_per_s
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
@@ -450,6 +451,14 @@ class Settings:
     ceiling_s: float
     perf_timeout_s: float
     protocol: str = "grpc"  # what perf_analyzer speaks: grpc, or http (v2 REST)
+    tensor_format: str = "json"  # over HTTP: JSON tensors, or the binary tensor extension
+    load_generator: str = "perf_analyzer"  # or, over HTTP with JSON tensors, benchmarks/wrk.py
+
+    def perf_args(self) -> tuple[str, ...]:
+        if self.protocol != "http":
+            return ()
+        fmt = self.tensor_format
+        return ("--input-tensor-format", fmt, "--output-tensor-format", fmt)
 
 
 def measure_ceiling(workload: Workload, duration_s: float) -> Ceiling:
@@ -486,6 +495,24 @@ def measure(
     point = Point(server.name, model, concurrency, load_1m=os.getloadavg()[0])
     url = process.url_for(settings.protocol)
     before = _statistics(process.url, model) if server.statistics else None
+    if settings.load_generator == "wrk":
+        try:
+            loaded = wrk.run_wrk(
+                url,
+                model,
+                data,
+                concurrency=concurrency,
+                duration_s=3 * settings.window_ms / 1000,
+                timeout_s=settings.perf_timeout_s,
+            )
+        except wrk.WrkError as exc:
+            point.error = f"wrk: {exc}"
+        else:
+            point.throughput = loaded.throughput
+            point.p50_us, point.p90_us, point.p99_us = loaded.p50_us, loaded.p90_us, loaded.p99_us
+            _batch_size(point, process, before)
+        print(f"  {_describe(point)}", flush=True)
+        return point
     try:
         try:
             result = run_perf_analyzer(
@@ -497,6 +524,7 @@ def measure(
                 shapes=workload.shapes,
                 input_data=str(data),
                 protocol=settings.protocol,
+                extra_args=settings.perf_args(),
             )
         except PerfAnalyzerError as exc:
             if exc.returncode not in _TOO_SHORT:
@@ -511,6 +539,7 @@ def measure(
                 shapes=workload.shapes,
                 input_data=str(data),
                 protocol=settings.protocol,
+                extra_args=settings.perf_args(),
             )
     except PerfAnalyzerError as exc:
         point.error = _short_error(exc)
@@ -519,11 +548,16 @@ def measure(
         point.p50_us = result.p50_latency_us
         point.p90_us = result.p90_latency_us
         point.p99_us = result.p99_latency_us
-        after = _statistics(process.url, model) if before else None
-        if before and after and after[1] > before[1]:
-            point.avg_batch = (after[0] - before[0]) / (after[1] - before[1])
+        _batch_size(point, process, before)
     print(f"  {_describe(point)}", flush=True)
     return point
+
+
+def _batch_size(point: Point, process: Process, before: tuple[int, int] | None) -> None:
+    """The average batch the server formed while the point was measured (ModelStatistics)."""
+    after = _statistics(process.url, point.model) if before else None
+    if before and after and after[1] > before[1]:
+        point.avg_batch = (after[0] - before[0]) / (after[1] - before[1])
 
 
 def wait_for_quiet(limit_s: float, threshold: float = 1.0) -> None:
@@ -857,6 +891,14 @@ def _git_commit() -> str:
 # --- main ------------------------------------------------------------------------------------
 
 
+def _transport_words(settings: Settings) -> str:
+    if settings.load_generator == "wrk":
+        return "wrk (HTTP/REST, JSON tensors, a request in flight per connection)"
+    if settings.protocol != "http":
+        return "perf_analyzer (gRPC, async)"
+    return f"perf_analyzer (HTTP/REST, {settings.tensor_format} tensors, async)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: c=1 and 32, short windows")
@@ -874,6 +916,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="grpc",
         help="what perf_analyzer speaks: gRPC, or the v2 REST protocol (servers without an HTTP "
         "port, the bare gRPC servers, are left out)",
+    )
+    parser.add_argument(
+        "--tensor-format",
+        choices=("json", "binary"),
+        default="json",
+        help="over HTTP, how tensors travel: JSON (what every v2 REST server takes; the default) "
+        "or Triton's binary tensor extension (which the Python peers do not speak)",
+    )
+    parser.add_argument(
+        "--load-generator",
+        choices=("perf_analyzer", "wrk"),
+        help="over HTTP: perf_analyzer, or wrk with JSON tensors, which every REST peer can "
+        "answer (benchmarks/wrk.py says why; the default for --protocol http when wrk is "
+        "installed)",
     )
     parser.add_argument(
         "--baseline",
@@ -906,7 +962,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ceiling_s=0.4 if args.quick else 1.0,
         perf_timeout_s=60.0,
         protocol=args.protocol,
+        tensor_format=args.tensor_format,
+        load_generator=args.load_generator
+        or ("wrk" if args.protocol == "http" and wrk.available() else "perf_analyzer"),
     )
+    if settings.load_generator == "wrk" and (
+        args.protocol != "http" or args.tensor_format != "json" or not wrk.available()
+    ):
+        print("wrk loads HTTP with JSON tensors only, and must be installed (apt-get install wrk)")
+        return 2
     if not perf_analyzer_available():
         print("perf_analyzer is not installed: bash scripts/install_perf_analyzer.sh")
         return 2
@@ -955,7 +1019,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured: list[Point] = []  # every round's points
     with tempfile.TemporaryDirectory(prefix="compare-") as scratch, contextlib.ExitStack() as stack:
         scratch_dir = Path(scratch)
-        data = {m: WORKLOADS[m].write_input_data(scratch_dir / f"{m}.json") for m in args.models}
+        if settings.load_generator == "wrk":
+            data = {m: wrk.write_request(WORKLOADS[m], scratch_dir) for m in args.models}
+        else:
+            data = {
+                m: WORKLOADS[m].write_input_data(scratch_dir / f"{m}.json") for m in args.models
+            }
         spec_path = scratch_dir / "spec.json"
         # Every server runs from start to end, and the points are interleaved (for each model and
         # concurrency, each server in turn), so a slow minute on a shared machine hits them all
@@ -1024,15 +1093,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     header = (
         f"## Comparison, {now:%Y-%m-%d %H:%M} UTC\n\n"
-        f"{machine}; tensorgate {_git_commit()}; {versions or 'no peers'}. perf_analyzer "
-        f"({'HTTP/REST' if args.protocol == 'http' else 'gRPC'}, async) on the same cores, "
+        f"{machine}; tensorgate {_git_commit()}; {versions or 'no peers'}. "
+        f"{_transport_words(settings)} on the same cores, "
         f"{settings.window_ms} ms windows, best of "
         f"{settings.rounds} interleaved round(s), concurrency "
         f"{', '.join(map(str, settings.concurrencies))}; run took "
         f"{(time.monotonic() - run_started) / 60:.1f} min.{load_note}"
     )
     RESULTS.mkdir(exist_ok=True)
-    kind = "compare-http" if args.protocol == "http" else "compare"
+    kind = (
+        f"compare-http-{args.tensor_format}-{settings.load_generator.replace('_', '-')}"
+        if args.protocol == "http"
+        else "compare"
+    )
     stem = RESULTS / f"{kind}-{now:%Y%m%d-%H%M%S}"
     result_json = stem.with_suffix(".json")
     result_json.write_text(
