@@ -71,6 +71,7 @@ class TensorgateServer:
             explicit_control=settings.model_control_mode == "explicit",
             tracing=self.tracing,
             shared_memory=SharedMemoryRegistry(),
+            max_upload_bytes=settings.max_message_bytes,
         )
         self.watcher = (
             RepositoryWatcher(settings.model_repository, self.models, settings.repository_poll_s)

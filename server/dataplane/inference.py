@@ -49,6 +49,8 @@ class InferenceRequest:
     timeout_us: int = 0
     # Outputs to write into system shared memory instead of the response, by output name.
     shared_memory_outputs: dict[str, SharedMemoryLocation] = field(default_factory=dict)
+    # Outputs to answer as their top-k classes (the classification extension), by output name.
+    classifications: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

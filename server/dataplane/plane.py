@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+
+import numpy as np
 
 from batching.errors import SchedulerStoppedError
 from batching.request import PendingRequest
@@ -26,9 +28,11 @@ from batching.waiter import Waiter
 from runtimes.base import TensorSpec
 from runtimes.errors import TensorgateError
 from server._proto import model_config_pb2 as mc
+from server.dataplane.classification import classify
 from server.dataplane.errors import ModelNotFoundError, NotAllowedError, ShuttingDownError
 from server.dataplane.inference import Call, InferenceRequest, InferenceResult
-from server.dataplane.shared_memory import SharedMemoryRegistry
+from server.dataplane.load_parameters import parse_load_parameters
+from server.dataplane.shared_memory import CudaSharedMemory, SharedMemoryRegistry
 from server.dataplane.state import ServerState
 from server.dataplane.validation import validate_inputs, validate_requested_outputs
 from server.models.manager import IndexEntry, ModelManager
@@ -79,12 +83,17 @@ class DataPlane:
         explicit_control: bool,
         tracing: Tracing | None = None,
         shared_memory: SharedMemoryRegistry | None = None,
+        max_upload_bytes: int = 1 << 30,
     ) -> None:
+        """max_upload_bytes: the most model-file bytes one load request may carry (each front
+        end's message limit applies first)."""
         self.state = ServerState()
         self.registry = registry
         self.models = models
         self.shared_memory = shared_memory or SharedMemoryRegistry()
+        self.cuda_shared_memory = CudaSharedMemory()
         self._explicit_control = explicit_control
+        self._max_upload_bytes = max_upload_bytes
         self._tracing = tracing or Tracing()
 
     # health and metadata -----------------------------------------------------------------------
@@ -219,6 +228,8 @@ class DataPlane:
             outputs = pending.outputs
             ordered = {name: outputs[name] for name in ticket.output_names}
             request = ticket.request
+            if request.classifications:
+                ordered = self._classified(model, request.classifications, ordered)
             result = InferenceResult(
                 model.name, str(model.version), request.id, ordered, request.shared_memory_outputs
             )
@@ -234,6 +245,21 @@ class DataPlane:
         if model.drift is not None:
             model.drift.offer(ticket.request.inputs, ordered)
         return message
+
+    @staticmethod
+    def _classified(
+        model: ServedModel, classes: dict[str, int], outputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Outputs requested with `classification: k` as their top-k classes."""
+        batched = model.signature.max_batch_size > 0
+        return {
+            name: classify(
+                values, classes[name], model.labels.get(name, ()), batched=batched, output=name
+            )
+            if name in classes
+            else values
+            for name, values in outputs.items()
+        }
 
     def _enqueue(
         self,
@@ -278,9 +304,20 @@ class DataPlane:
     def repository_index(self, ready_only: bool) -> list[IndexEntry]:
         return self.models.index(ready_only=ready_only)
 
-    def load_model(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
+    def load_model(
+        self, name: str, parameters: Mapping[str, object] | None = None, *, base64_files: bool
+    ) -> None:
+        """Load or reload `name` (explicit control mode), from the repository or from model
+        files in the request. A refusal's message starts with Triton's "failed to load
+        '<name>'", which clients match on."""
         self._require_explicit_control("RepositoryModelLoad")
-        self.models.load(name, config_override)
+        try:
+            request = parse_load_parameters(
+                parameters or {}, base64_files=base64_files, max_file_bytes=self._max_upload_bytes
+            )
+            self.models.load(name, request.config, request.files or None)
+        except TensorgateError as error:
+            raise type(error)(f"failed to load '{name}': {error}") from None
 
     def unload_model(self, name: str) -> None:
         self._require_explicit_control("RepositoryModelUnload")

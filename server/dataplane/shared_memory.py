@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtimes.errors import InvalidInputError
-from server.dataplane.errors import AlreadyExistsError, RegionNotFoundError
+from server.dataplane.errors import AlreadyExistsError, RegionNotFoundError, UnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -205,3 +205,30 @@ class SharedMemoryRegistry:
                 f"region '{region.status.name}' of {size} bytes"
             )
         return region.status.offset + offset
+
+
+class CudaSharedMemory:
+    """The CUDA shared memory extension on a server that cannot map a client's GPU memory.
+
+    No region is ever registered, so status lists none and unregistering (one name, or every
+    region with an empty name) succeeds, as Triton answers on every build: Triton's client
+    examples clean up with `unregister_cuda_shared_memory()` whatever they used. Only Register
+    is refused, saying why.
+    """
+
+    REFUSAL = (
+        "CUDA shared memory is not supported: this server cannot map a client's GPU memory (that "
+        "needs CUDA IPC through a CUDA runtime, which it does not use); use system shared memory"
+    )
+
+    def status(self, name: str = "") -> list[RegionStatus]:
+        if name:
+            raise RegionNotFoundError(f"no CUDA shared memory region named '{name}'")
+        return []
+
+    def register(self, name: str) -> None:
+        refusal = self.REFUSAL
+        raise UnsupportedError(f"cannot register CUDA shared memory region '{name}': {refusal}")
+
+    def unregister(self, name: str = "") -> None:
+        """Nothing is registered: nothing to do, and not an error."""

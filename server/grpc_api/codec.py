@@ -16,6 +16,7 @@ from runtimes import datatypes
 from runtimes.datatypes import DataType
 from runtimes.errors import InvalidInputError
 from server._proto import grpc_service_pb2 as pb
+from server.dataplane.classification import class_count
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import (
     DEFAULT_LIMITS,
@@ -74,9 +75,10 @@ def decode_infer_request(
         shape, count = shape_of(name, tensor.shape)
         check_size(name, datatype, count, limits)
         if raw_count and tensor.HasField("contents"):
+            # Triton's words first (clients match on them), then what to do.
             raise InvalidInputError(
-                f"input '{name}' has typed contents while the request also uses "
-                "raw_input_contents; send all inputs one way"
+                "contents field must not be specified when using raw_input_contents for "
+                f"'{name}' for model '{request.model_name}'; send all inputs one way"
             )
         parameters = tensor.parameters
         if parameters and _uses_shared_memory(parameters):
@@ -100,12 +102,16 @@ def decode_infer_request(
 
     requested: list[str] = []
     output_locations: dict[str, SharedMemoryLocation] = {}
+    classifications: dict[str, int] = {}
     for output in request.outputs:
         if output.name in requested:
             raise InvalidInputError(f"output '{output.name}' is requested more than once")
         if output.parameters:
             if "classification" in output.parameters:
-                raise UnsupportedError("the classification extension is not supported")
+                parameter = output.parameters["classification"]
+                field = parameter.WhichOneof("parameter_choice")
+                value = getattr(parameter, field) if field else None
+                classifications[output.name] = class_count(value, output.name)
             if _uses_shared_memory(output.parameters):
                 what = f"output '{output.name}'"
                 location = _shared_memory_location(output.parameters, what, shared_memory)
@@ -130,6 +136,7 @@ def decode_infer_request(
         priority=priority,
         timeout_us=timeout_us,
         shared_memory_outputs=output_locations,
+        classifications=classifications,
     )
 
 

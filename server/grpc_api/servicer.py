@@ -17,17 +17,15 @@ from contextlib import AbstractContextManager
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import json_format
 
 from batching.scheduler import Lead
 from batching.waiter import Waiter
-from runtimes.errors import InvalidInputError
 from server import __version__
 from server._proto import grpc_service_pb2 as pb
 from server._proto import grpc_service_pb2_grpc as pb_grpc
-from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
+from server.dataplane.load_parameters import FILE_PREFIX
 from server.dataplane.plane import DataPlane, ModelMetadata, TensorMetadata, Ticket
 from server.grpc_api import codec, status, streaming
 from server.grpc_api.threads import SlotPool
@@ -39,6 +37,7 @@ from server.security.tokens import TokenStore
 SERVER_NAME = "tensorgate"
 # Protocol extensions tensorgate implements (perf_analyzer reads "statistics" from here).
 EXTENSIONS = (
+    "classification",
     "model_configuration",
     "model_repository",
     "statistics",
@@ -70,6 +69,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._plane = plane
         self._pool = pool
         self._shared_memory = plane.shared_memory
+        self._cuda_shared_memory = plane.cuda_shared_memory
         self._stream_max_in_flight = stream_max_in_flight
         self.record_call = record_call or _ignore_call
         self._audit = audit or AuditLog(None)
@@ -231,9 +231,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        override = "config" in request.parameters
-        with self._audited(context, "RepositoryModelLoad", request.model_name, override):
-            self._plane.load_model(request.model_name, _config_override(request.parameters))
+        parameters = _load_parameters(request.parameters)
+        files = sum(1 for key in parameters if key.startswith(FILE_PREFIX))
+        override = "config" in parameters
+        with self._audited(context, "RepositoryModelLoad", request.model_name, override, files):
+            self._plane.load_model(request.model_name, parameters, base64_files=False)
         return pb.RepositoryModelLoadResponse()
 
     @status.unary
@@ -250,11 +252,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         action: str,
         model: str = "",
         override: bool = False,
+        files: int = 0,
         region: str = "",
     ) -> AbstractContextManager[None]:
         """Audit-log a control action with who asked for it and how it ended."""
         identity = self._tokens.identify(context.invocation_metadata()) if self._tokens else None
         extra: dict[str, object] = {"config_override": True} if override else {}
+        if files:
+            extra["model_files"] = files
         if region:
             extra["region"] = region
         name = identity.name if identity else "anonymous"
@@ -297,19 +302,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._shared_memory.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
+    @status.unary
+    def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.ServicerContext
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self._cuda_shared_memory.status(request.name)  # none registered: empty, or NOT_FOUND
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @status.unary
+    def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: grpc.ServicerContext
+    ) -> NoReturn:
+        with self._audited(context, "CudaSharedMemoryRegister", region=request.name):
+            self._cuda_shared_memory.register(request.name)
+        raise AssertionError("register always refuses")  # pragma: no cover
+
+    @status.unary
+    def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: grpc.ServicerContext
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self._cuda_shared_memory.unregister(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     # extensions not implemented -------------------------------------------------------------------
-
-    @status.unary
-    def CudaSharedMemoryStatus(self, request: object, context: object) -> NoReturn:
-        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
-
-    @status.unary
-    def CudaSharedMemoryRegister(self, request: object, context: object) -> NoReturn:
-        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
-
-    @status.unary
-    def CudaSharedMemoryUnregister(self, request: object, context: object) -> NoReturn:
-        raise UnsupportedError(_NO_CUDA_SHARED_MEMORY)
 
     @status.unary
     def TraceSetting(self, request: object, context: object) -> NoReturn:
@@ -318,12 +333,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @status.unary
     def LogSettings(self, request: object, context: object) -> NoReturn:
         raise UnsupportedError("log settings are not supported yet")
-
-
-_NO_CUDA_SHARED_MEMORY = (
-    "CUDA shared memory is not supported: this server cannot map a client's GPU memory (that "
-    "needs CUDA IPC through a CUDA runtime, which it does not use); use system shared memory"
-)
 
 
 class _CallHooks:
@@ -405,26 +414,13 @@ def _wants_grpc_errors(metadata: Sequence[tuple[str, Any]] | None) -> bool:
     )
 
 
-def _config_override(
-    parameters: Mapping[str, pb.ModelRepositoryParameter],
-) -> mc.ModelConfig | None:
-    """The optional "config" load parameter: a model config in JSON, as Triton accepts."""
-    files = [key for key in parameters if key.startswith("file:")]
-    if files:
-        raise UnsupportedError(
-            f"load parameter '{files[0]}': loading model files over gRPC is not supported; "
-            "put them in the model repository"
-        )
-    if "config" not in parameters:
-        return None
-    text = parameters["config"].string_param
-    try:
-        config: mc.ModelConfig = json_format.Parse(text, mc.ModelConfig())
-    except json_format.ParseError as exc:
-        raise InvalidInputError(
-            f"load parameter 'config' is not a valid model config: {exc}"
-        ) from exc
-    return config
+def _load_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, object]:
+    """Each load parameter's value, whichever of the oneof fields holds it."""
+    values: dict[str, object] = {}
+    for key, parameter in parameters.items():
+        field = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, field) if field else None
+    return values
 
 
 def _metadata_response(metadata: ModelMetadata) -> pb.ModelMetadataResponse:

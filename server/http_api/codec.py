@@ -20,6 +20,7 @@ import orjson
 from runtimes import datatypes
 from runtimes.datatypes import DataType
 from runtimes.errors import InvalidInputError
+from server.dataplane.classification import class_count
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import (
     DEFAULT_LIMITS,
@@ -136,7 +137,7 @@ def decode_infer_request(
         raise InvalidInputError(
             f"the body has {len(binary) - offset} bytes of binary data that no input claims"
         )
-    requested, binary_outputs, output_locations = _outputs(document, shared_memory)
+    requested, binary_outputs, output_locations, classifications = _outputs(document, shared_memory)
     priority, timeout_us, all_binary = _request_parameters(document)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
@@ -151,6 +152,7 @@ def decode_infer_request(
             priority=priority,
             timeout_us=timeout_us,
             shared_memory_outputs=output_locations,
+            classifications=classifications,
         ),
         binary_outputs,
         all_binary,
@@ -276,10 +278,12 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 def _outputs(
     document: dict[str, Any], shared_memory: SharedMemoryRegistry | None
-) -> tuple[tuple[str, ...], frozenset[str], dict[str, SharedMemoryLocation]]:
+) -> tuple[tuple[str, ...], frozenset[str], dict[str, SharedMemoryLocation], dict[str, int]]:
+    """The requested outputs: names, those wanted in binary, in shared memory, as classes."""
     requested: list[str] = []
     binary: set[str] = set()
     locations: dict[str, SharedMemoryLocation] = {}
+    classifications: dict[str, int] = {}
     for output in _list_field(document, "outputs", "the inference request"):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise InvalidInputError("each requested output must be an object with a 'name'")
@@ -290,7 +294,7 @@ def _outputs(
         if not isinstance(parameters, dict):
             raise InvalidInputError(f"output '{name}': 'parameters' must be a JSON object")
         if "classification" in parameters:
-            raise UnsupportedError("the classification extension is not supported")
+            classifications[name] = class_count(parameters["classification"], name)
         if parameters.get("binary_data"):
             binary.add(name)
         if any(key in parameters for key in _SHARED_MEMORY_PARAMETERS):
@@ -300,7 +304,7 @@ def _outputs(
             shared_memory.check(location.region, location.offset, location.byte_size, what)
             locations[name] = location
         requested.append(name)
-    return tuple(requested), frozenset(binary), locations
+    return tuple(requested), frozenset(binary), locations, classifications
 
 
 def _request_parameters(document: dict[str, Any]) -> tuple[int, int, bool]:

@@ -16,12 +16,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from google.protobuf import json_format
 
 from batching.waiter import BlockingHooks, Waiter
 from runtimes.errors import ErrorKind, InvalidInputError, TensorgateError
 from server import __version__
-from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
 from server.dataplane.plane import DataPlane
@@ -32,6 +30,7 @@ from server.security.tokens import ADMIN, INFER
 SERVER_NAME = "tensorgate"
 EXTENSIONS = (
     "binary_tensor_data",
+    "classification",
     "model_configuration",
     "model_repository",
     "statistics",
@@ -187,15 +186,23 @@ class Routes:
                 "cuda shared memory status",
                 INFER,
                 True,
-                self.unsupported,
+                self.cuda_shm_status,
             ),
             (
                 "POST",
-                r"/v2/cudasharedmemory" + _REGION + r"/(?:register|unregister)",
-                "cuda shared memory",
+                r"/v2/cudasharedmemory" + _REGION + r"/register",
+                "cuda shared memory register",
                 ADMIN,
-                True,
-                self.unsupported,
+                False,
+                self.cuda_shm_register,
+            ),
+            (
+                "POST",
+                r"/v2/cudasharedmemory" + _REGION + r"/unregister",
+                "cuda shared memory unregister",
+                ADMIN,
+                False,
+                self.cuda_shm_unregister,
             ),
             ("GET", r"/v2/trace/setting", "trace setting", ADMIN, True, self.unsupported),
             ("POST", r"/v2/trace/setting", "trace setting", ADMIN, True, self.unsupported),
@@ -356,24 +363,7 @@ class Routes:
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInputError("'parameters' must be a JSON object")
-        files = [key for key in parameters if key.startswith("file:")]
-        if files:
-            raise UnsupportedError(
-                f"load parameter '{files[0]}': loading model files over HTTP is not supported; "
-                "put them in the model repository"
-            )
-        override = None
-        if "config" in parameters:
-            text = parameters["config"]
-            if not isinstance(text, str):
-                raise InvalidInputError("load parameter 'config' must be a string of JSON")
-            try:
-                override = json_format.Parse(text, mc.ModelConfig())
-            except json_format.ParseError as error:
-                raise InvalidInputError(
-                    f"load parameter 'config' is not a valid model config: {error}"
-                ) from None
-        self._plane.load_model(request.params["model"], override)
+        self._plane.load_model(request.params["model"], parameters, base64_files=True)
         return empty(200)
 
     def unload(self, request: HttpRequest) -> HttpResponse:
@@ -407,6 +397,18 @@ class Routes:
 
     def shm_unregister(self, request: HttpRequest) -> HttpResponse:
         self._plane.shared_memory.unregister(request.params.get("region", ""))
+        return empty(200)
+
+    def cuda_shm_status(self, request: HttpRequest) -> HttpResponse:
+        region = request.params.get("region", "")
+        return json_response(self._plane.cuda_shared_memory.status(region))
+
+    def cuda_shm_register(self, request: HttpRequest) -> HttpResponse:
+        self._plane.cuda_shared_memory.register(request.params.get("region", ""))
+        raise AssertionError("register always refuses")  # pragma: no cover
+
+    def cuda_shm_unregister(self, request: HttpRequest) -> HttpResponse:
+        self._plane.cuda_shared_memory.unregister(request.params.get("region", ""))
         return empty(200)
 
     def unsupported(self, request: HttpRequest) -> HttpResponse:

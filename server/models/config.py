@@ -80,7 +80,6 @@ KNOWN_PARAMETERS = frozenset(
 _UNSUPPORTED_TOP_LEVEL = (
     "batch_input",
     "batch_output",
-    "sequence_batching",
     "ensemble_scheduling",
     "model_operations",
     "model_transaction_policy",
@@ -100,7 +99,6 @@ _UNSUPPORTED_TENSOR_FIELDS = (
     "format",
     "allow_ragged_batch",
     "optional",
-    "label_filename",
     "is_non_linear_format_io",
 )
 
@@ -309,6 +307,24 @@ def runtime_spec_of(
         accelerator=accelerator,
         accelerator_parameters=accelerator_parameters,
     )
+
+
+def refuse_unsupported_modes(config: mc.ModelConfig, name: str) -> None:
+    """Refuse a config whose model would leave clients waiting, rather than load it: a decoupled
+    model may answer a request with any number of responses (a stream client waits for the
+    ones after the first forever), and a sequence model expects the scheduler to track its
+    sequences (its control inputs would be missing). Neither is implemented."""
+    if config.model_transaction_policy.decoupled:
+        raise ModelLoadError(
+            f"model '{name}': decoupled mode (model_transaction_policy {{ decoupled: true }}) is "
+            "not supported: this server answers every request with exactly one response"
+        )
+    if config.HasField("sequence_batching"):
+        raise ModelLoadError(
+            f"model '{name}': sequence batching (sequence_batching) is not supported: this "
+            "server does not track sequences or feed their control inputs; remove "
+            "sequence_batching to serve the model as a stateless one"
+        )
 
 
 def unsupported_fields(config: mc.ModelConfig) -> list[str]:

@@ -17,6 +17,7 @@ from runtimes.errors import ModelLoadError
 from runtimes.registry import runtime_factory
 from server._proto import model_config_pb2 as mc
 from server.models import config as model_config
+from server.models.labels import read_labels
 from server.models.repository import ModelSource
 from server.models.served import ServedModel
 from server.models.warmup import warm_up
@@ -49,6 +50,16 @@ def policy_kind(given: mc.ModelConfig | None) -> str:
     return given.version_policy.WhichOneof("policy_choice") or "latest"
 
 
+def _labels(source: ModelSource, given: mc.ModelConfig | None) -> dict[str, tuple[str, ...]]:
+    """The labels files the config's outputs name (for the classification extension)."""
+    outputs = given.output if given is not None else ()
+    return {
+        output.name: read_labels(source.path, output.label_filename, output.name)
+        for output in outputs
+        if output.label_filename
+    }
+
+
 def select_versions(given: mc.ModelConfig | None, available: list[int]) -> list[int]:
     """Versions to serve under the config's version policy (default: the latest one)."""
     available = sorted(available)
@@ -68,6 +79,7 @@ def load_version(
 ) -> ServedModel:
     """Load one version: runtimes on a thread, then a started scheduler. Raises ModelLoadError."""
     started = time.monotonic()
+    labels = _labels(source, given)  # before any runtime exists: nothing to close on failure
     config, instances = _build_instances(source, version, given, options)
     stats = ModelStats()
     metrics = (
@@ -92,6 +104,7 @@ def load_version(
         scheduler=scheduler,
         stats=stats,
         metrics=metrics,
+        labels=labels,
     )
     metrics.loaded(time.monotonic() - started)
     drift = model_config.drift_settings_of(config, source.path)
@@ -123,6 +136,7 @@ def open_runtime(
     """One runtime instance of a model version and its completed config (the first instance
     of a load, and the tools that run a model without a server: profile, batch)."""
     base = given or mc.ModelConfig()
+    model_config.refuse_unsupported_modes(base, source.name)
     factory = runtime_factory(model_config.backend_of(base))
     where = placement or model_config.placements_of(base)[0]
     spec = model_config.runtime_spec_of(base, source.name, source.version_paths[version], where)

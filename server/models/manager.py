@@ -13,16 +13,16 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtimes.errors import ModelLoadError, TensorgateError
 from server._proto import model_config_pb2 as mc
 from server.dataplane.errors import ModelNotFoundError
-from server.models import loader, repository
+from server.models import loader, repository, uploads
 from server.models.loader import LoadOptions
-from server.models.registry import UNLOADED, ModelRegistry, ModelState
+from server.models.registry import UNLOADED, ModelRegistry, ModelState, unknown_model
 from server.models.repository import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -61,28 +61,55 @@ class ModelManager:
         self._abandoned = False
         # What each serving version was loaded from: (config, version directory) fingerprints.
         self._loaded_from: dict[str, dict[int, tuple[object, Fingerprint]]] = {}
+        # Models loaded from files in a load request: the directory each serves from.
+        self._uploaded: dict[str, Path] = {}
 
     def model_names_on_disk(self) -> list[str]:
         return sorted(repository.discover(self._root))
 
-    def load(self, name: str, config_override: mc.ModelConfig | None = None) -> None:
+    def load(
+        self,
+        name: str,
+        config_override: mc.ModelConfig | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
         """Bring model `name` in line with its directory: load new versions, reload changed
         ones, retire versions its policy no longer selects (only once something serves).
 
+        With `files` (paths inside a model directory -> contents, from a load request), the
+        model is loaded from those files instead of the repository, as Triton does; a serving
+        model is swapped without failed requests, as for a reload from disk.
+
         Raises ModelLoadError when the model ends up with nothing serving.
         """
-        if not (self._root / name).is_dir() and not self._registry.entries(name):
+        if files is None and not (self._root / name).is_dir() and not self._registry.entries(name):
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
         with self._lock_of(name):
+            staged = uploads.stage(name, files) if files is not None else None
             try:
-                self._load_locked(name, config_override)
+                self._load_locked(name, config_override, staged)
+            except BaseException:
+                if staged is not None:
+                    uploads.discard(staged)
+                raise
+            else:
+                self._keep_upload(name, staged)
             finally:
                 self._update_health(name)
+
+    def _keep_upload(self, name: str, staged: Path | None) -> None:
+        """The model now serves from `staged` (None: from the repository); the directory of
+        its previous upload is no longer needed (its runtimes have read their files)."""
+        previous = self._uploaded.pop(name, None)
+        if staged is not None:
+            self._uploaded[name] = staged
+        if previous is not None and previous != staged:
+            uploads.discard(previous)
 
     def unload(self, name: str) -> None:
         """Retire every version of `name`; each finishes the requests it had accepted."""
         if not self._registry.entries(name):
-            raise ModelNotFoundError(f"unknown model '{name}'")
+            raise ModelNotFoundError(unknown_model(name))
         with self._lock_of(name):
             for version in list(self._registry.serving(name)):
                 self._retire(name, version)
@@ -90,6 +117,7 @@ class ModelManager:
                 if entry.state is ModelState.UNAVAILABLE:  # failed loads count as unloaded too
                     self._registry.mark(name, version, ModelState.UNAVAILABLE, UNLOADED)
             self._loaded_from.pop(name, None)
+            self._keep_upload(name, None)
             self._update_health(name)
 
     def unload_all(self, deadline_s: float | None = None) -> bool:
@@ -119,8 +147,10 @@ class ModelManager:
 
     # ---------------------------------------------------------------------------------------------
 
-    def _load_locked(self, name: str, config_override: mc.ModelConfig | None) -> None:
-        model_dir = self._root / name
+    def _load_locked(
+        self, name: str, config_override: mc.ModelConfig | None, staged: Path | None = None
+    ) -> None:
+        model_dir = staged or self._root / name
         if not model_dir.is_dir():
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
         source = repository.read_model_dir(model_dir)

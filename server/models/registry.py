@@ -129,7 +129,7 @@ class ModelRegistry:
     def _resolve_locked(self, name: str, version: str) -> ServedModel:
         versions = self._models.get(name)
         if versions is None:
-            raise ModelNotFoundError(f"unknown model '{name}'")
+            raise ModelNotFoundError(unknown_model(name))
         if not version:
             ready = self.serving(name)
             if not ready:
@@ -143,7 +143,7 @@ class ModelRegistry:
         number = parse_version(version)
         entry = versions.get(number)
         if entry is None:
-            raise ModelNotFoundError(f"model '{name}' has no version {number}")
+            raise ModelNotFoundError(unknown_model(name, number))
         if entry.state is not ModelState.READY or entry.model is None:
             detail = f": {entry.reason}" if entry.reason else ""
             raise ModelNotReadyError(
@@ -154,5 +154,14 @@ class ModelRegistry:
 
 def parse_version(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) <= 0:
-        raise InvalidInputError(f"model version must be a positive integer, got '{text}'")
+        raise InvalidInputError(
+            f"failed to get model version from specified version string '{text}': a model "
+            "version is a positive integer"
+        )
     return int(text)
+
+
+def unknown_model(name: str, version: int | None = None) -> str:
+    """Triton's message for a model (or version) it does not have; clients match on it."""
+    version_part = f" version {version}" if version is not None else ""
+    return f"Request for unknown model: '{name}'{version_part} is not found"

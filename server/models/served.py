@@ -28,6 +28,7 @@ class ServedModel:
     stats: ModelStats = field(default_factory=ModelStats)
     metrics: ModelMetrics | NullModelMetrics = field(default_factory=NullModelMetrics)
     drift: DriftMonitor | None = None
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by output (label_filename)
     in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -364,7 +364,9 @@ def test_mixed_raw_and_typed_contents(stub: service_pb2_grpc.GRPCInferenceServic
     typed = service_pb2.InferTensorContents(fp32_contents=[1.0] * COLUMNS)
     tensors = [_tensor("INPUT0", [1, COLUMNS]), _tensor("INPUT1", [1, COLUMNS], contents=typed)]
     error = _infer_error(stub, _add_sub_request(tensors, [_fp32(), _fp32()]))
-    _assert_error(error, INVALID, "'INPUT1'", "typed contents", "raw_input_contents")
+    _assert_error(
+        error, INVALID, "'INPUT1'", "contents field must not be specified", "raw_input_contents"
+    )
 
 
 def test_all_typed_contents_are_accepted(stub: service_pb2_grpc.GRPCInferenceServiceStub):
@@ -530,15 +532,9 @@ def test_priority_out_of_range(client: triton.InferenceServerClient):
 # ------------------------------------------------------------------------------------------------
 
 UNIMPLEMENTED_RPCS = [
-    ("CudaSharedMemoryStatus", service_pb2.CudaSharedMemoryStatusRequest(), "CUDA shared memory"),
     (
         "CudaSharedMemoryRegister",
         service_pb2.CudaSharedMemoryRegisterRequest(name="r", byte_size=64),
-        "CUDA shared memory",
-    ),
-    (
-        "CudaSharedMemoryUnregister",
-        service_pb2.CudaSharedMemoryUnregisterRequest(name="r"),
         "CUDA shared memory",
     ),
     ("TraceSetting", service_pb2.TraceSettingRequest(), "trace"),
@@ -581,7 +577,7 @@ def test_repository_control_needs_explicit_mode(
 
 def test_unimplemented_rpcs_through_tritonclient(client: triton.InferenceServerClient):
     calls = [
-        (client.get_cuda_shared_memory_status, "CUDA shared memory"),
+        (lambda: client.register_cuda_shared_memory("r", b"", 0, 64), "CUDA shared memory"),
         (client.get_trace_settings, "trace"),
         (client.get_log_settings, "log settings"),
     ]

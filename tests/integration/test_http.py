@@ -452,11 +452,21 @@ def test_bodies_over_the_limit_are_413_even_when_compressed(server: ServerProces
     assert request(server, "GET", "/v2/health/ready")[0] == 200
 
 
-def test_cuda_shared_memory_and_trace_settings_are_501(server: ServerProcess) -> None:
+def test_cuda_shared_memory_register_and_trace_settings_are_501(server: ServerProcess) -> None:
     status, _, body = request(server, "POST", "/v2/cudasharedmemory/region/r/register", b"{}")
     assert status == 501
-    assert "not supported" in error_of(body)
+    assert "CUDA shared memory is not supported" in error_of(body)
     assert request(server, "GET", "/v2/trace/setting")[0] == 501
+
+
+def test_cuda_shared_memory_cleanup_answers_as_triton(server: ServerProcess) -> None:
+    assert request(server, "POST", "/v2/cudasharedmemory/unregister")[0] == 200
+    assert request(server, "POST", "/v2/cudasharedmemory/region/r/unregister")[0] == 200
+    status, _, body = request(server, "GET", "/v2/cudasharedmemory/status")
+    assert (status, json.loads(body)) == (200, [])
+    status, _, body = request(server, "GET", "/v2/cudasharedmemory/region/r/status")
+    assert status == 404
+    assert "'r'" in error_of(body)
 
 
 @settings(

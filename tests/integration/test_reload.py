@@ -670,7 +670,7 @@ def test_explicit_start_up_selection_config_override_and_unknown_models(
     with pytest.raises(InferenceServerException) as caught:
         client.unload_model("nope", client_timeout=WAIT_S)
     assert caught.value.status() == "StatusCode.NOT_FOUND", caught.value
-    assert "unknown model 'nope'" in caught.value.message(), caught.value
+    assert "Request for unknown model: 'nope' is not found" in caught.value.message(), caught.value
     assert "nope" not in repository_index(client)
     assert not client.is_model_ready("nope")
 

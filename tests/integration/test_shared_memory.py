@@ -294,11 +294,26 @@ def test_unregistered_region_is_not_found(client):
     _assert_error(info.value, grpc.StatusCode.NOT_FOUND, "input 'INPUT0'", "'gone'")
 
 
-def test_cuda_shared_memory_is_unimplemented_with_a_reason(client):
+def test_cuda_shared_memory_cleanup_succeeds_as_in_tritons_examples(client):
+    # simple_grpc_shm_client and friends end with unregister_cuda_shared_memory() (every region)
+    # and read the status: both answer OK with nothing registered, as Triton does.
+    client.unregister_cuda_shared_memory()
+    client.unregister_cuda_shared_memory("never_registered")
+    assert list(client.get_cuda_shared_memory_status().regions) == []
     with pytest.raises(InferenceServerException) as info:
-        client.get_cuda_shared_memory_status()
+        client.get_cuda_shared_memory_status("never_registered")
+    _assert_error(info.value, grpc.StatusCode.NOT_FOUND, "CUDA shared memory", "never_registered")
+
+
+def test_cuda_shared_memory_register_is_refused_with_a_reason(client):
+    with pytest.raises(InferenceServerException) as info:
+        client.register_cuda_shared_memory("gpu_region", b"\x00" * 64, 0, 64)
     _assert_error(
-        info.value, grpc.StatusCode.UNIMPLEMENTED, "CUDA shared memory", "use system shared memory"
+        info.value,
+        grpc.StatusCode.UNIMPLEMENTED,
+        "'gpu_region'",
+        "CUDA shared memory is not supported",
+        "use system shared memory",
     )
 
 

@@ -182,7 +182,9 @@ def test_stream_answers_are_stream_messages_and_errors_do_not_end_the_stream(stu
         assert answer.error_message == ""
         output0 = np.frombuffer(answer.infer_response.raw_output_contents[0], np.float32)
         np.testing.assert_allclose(output0, np.full(COLUMNS, 2.5, np.float32))
-    assert by_id["unknown-model"].error_message == "unknown model 'no_such_model'"
+    assert by_id["unknown-model"].error_message == (
+        "Request for unknown model: 'no_such_model' is not found"
+    )
     assert by_id["bad-shape"].error_message == (
         "input 'INPUT0': raw data has 64 bytes, but shape [1, 17] of FP32 needs 68 bytes"
     )
@@ -205,7 +207,7 @@ def test_errors_mid_stream_through_tritonclient(client):
     results = [result for result, error in received if error is None]
     assert len(errors) == 1
     assert isinstance(errors[0], InferenceServerException)
-    assert "unknown model 'no_such_model'" in errors[0].message()
+    assert "Request for unknown model: 'no_such_model' is not found" in errors[0].message()
     assert sorted(r.get_response().id for r in results) == ["after", "before"]
     for result in results:
         np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a + b + 0.5, rtol=1e-6)
@@ -225,7 +227,7 @@ def test_triton_grpc_error_header_ends_the_stream_with_a_status(stub):
             assert response.infer_response.id == "good"
             assert response.error_message == ""
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert info.value.details() == "unknown model 'no_such_model'"
+    assert info.value.details() == "Request for unknown model: 'no_such_model' is not found"
 
 
 def test_triton_grpc_error_header_through_tritonclient(client):

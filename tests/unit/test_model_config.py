@@ -357,7 +357,6 @@ def test_known_parameters_are_supported() -> None:
 def test_unsupported_fields_are_listed() -> None:
     config = parse(
         """
-        sequence_batching { max_sequence_idle_microseconds: 100 }
         model_warmup [ { name: "w" batch_size: 1 } ]
         response_cache { enable: true }
         optimization { graph { level: 1 } }
@@ -373,7 +372,6 @@ def test_unsupported_fields_are_listed() -> None:
         """
     )
     assert model_config.unsupported_fields(config) == [
-        "sequence_batching",
         "model_transaction_policy",
         "response_cache",
         "x.reshape",
@@ -385,6 +383,20 @@ def test_unsupported_fields_are_listed() -> None:
         "parameters.alpha",
         "parameters.zeta",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("model_transaction_policy { decoupled: true }", "decoupled mode"),
+        ("sequence_batching { max_sequence_idle_microseconds: 100 }", "sequence batching"),
+    ],
+)
+def test_modes_that_would_leave_clients_waiting_are_refused(text: str, words: str) -> None:
+    with pytest.raises(ModelLoadError, match=f"model 'm': {words} .* is not supported"):
+        model_config.refuse_unsupported_modes(parse(text), "m")
+    not_decoupled = parse("model_transaction_policy { decoupled: false }")
+    model_config.refuse_unsupported_modes(not_decoupled, "m")  # loads (with a warning)
 
 
 def test_output_label_filename_is_reported_as_unsupported() -> None:

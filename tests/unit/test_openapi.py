@@ -14,7 +14,7 @@ from server.dataplane.plane import DataPlane
 from server.http_api.routes import Routes
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
-NOT_SUPPORTED = re.compile(r"/v2/(cudasharedmemory|trace|logging)")
+NOT_SUPPORTED = re.compile(r"/v2/(trace|logging)")
 
 
 def _document() -> dict:

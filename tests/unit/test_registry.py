@@ -59,16 +59,16 @@ def test_error_kinds_map_to_triton_status_codes() -> None:
 def test_unknown_model_is_not_found() -> None:
     registry = ModelRegistry()
     registry.publish(served("known", 1))
-    with raises(ModelNotFoundError, "unknown model 'missing'"):
+    with raises(ModelNotFoundError, "Request for unknown model: 'missing' is not found"):
         registry.resolve("missing")
-    with raises(ModelNotFoundError, "unknown model 'missing'"):
+    with raises(ModelNotFoundError, "Request for unknown model: 'missing' is not found"):
         registry.resolve("missing", "1")
 
 
 def test_unknown_version_is_not_found() -> None:
     registry = ModelRegistry()
     registry.publish(served("m", 1))
-    with raises(ModelNotFoundError, "model 'm' has no version 7"):
+    with raises(ModelNotFoundError, "Request for unknown model: 'm' version 7 is not found"):
         registry.resolve("m", "7")
 
 
@@ -122,7 +122,8 @@ def test_explicit_version_that_is_not_ready_is_unavailable(
 def test_bad_version_string_is_invalid_argument(text: str) -> None:
     registry = ModelRegistry()
     registry.publish(served("m", 1))
-    with raises(InvalidInputError, "model version must be a positive integer", f"'{text}'"):
+    expected = "failed to get model version from specified version string"
+    with raises(InvalidInputError, expected, f"'{text}'"):
         registry.resolve("m", text)
 
 
@@ -136,7 +137,7 @@ def test_version_strings_with_leading_zeros_are_numbers() -> None:
 def test_unicode_digit_like_version_strings_are_invalid_argument(text: str) -> None:
     # str.isdigit() is true for superscripts and circled digits, but int() rejects them, so
     # parse_version leaked a ValueError (INTERNAL) instead of INVALID_ARGUMENT.
-    with raises(InvalidInputError, "model version must be a positive integer"):
+    with raises(InvalidInputError, "failed to get model version from specified version string"):
         parse_version(text)
 
 
