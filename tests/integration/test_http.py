@@ -550,10 +550,12 @@ def test_model_control_over_http(tmp_path: Path, start_server: StartServer) -> N
         server,
         "POST",
         "/v2/repository/models/add_sub/load",
-        json.dumps({"parameters": {"file:1/model.onnx": "AAAA"}}).encode(),
+        json.dumps({"parameters": {"file:../model.onnx": "AAAA"}}).encode(),
     )
-    assert status == 501
-    assert "file:1/model.onnx" in error_of(body)
+    assert status == 400
+    assert error_of(body).startswith(
+        "failed to load 'add_sub': load parameter 'file:../model.onnx'"
+    )
 
 
 def test_bearer_tokens_and_scopes_over_http(tmp_path: Path, start_server: StartServer) -> None:

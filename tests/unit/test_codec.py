@@ -547,10 +547,12 @@ def test_shared_memory_on_an_output_is_unsupported(parameter: str) -> None:
         codec.decode_infer_request(request(outputs=[output]))
 
 
-def test_classification_output_is_unsupported() -> None:
+def test_classification_is_read_from_the_requested_output() -> None:
     output = pb.ModelInferRequest.InferRequestedOutputTensor(name="y")
     output.parameters["classification"].int64_param = 3
-    with raises(UnsupportedError, "classification"):
+    assert codec.decode_infer_request(request(outputs=[output])).classifications == {"y": 3}
+    output.parameters["classification"].int64_param = 0
+    with raises(InvalidInputError, "output 'y': classification must be a positive integer"):
         codec.decode_infer_request(request(outputs=[output]))
 
 

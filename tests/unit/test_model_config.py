@@ -399,13 +399,6 @@ def test_modes_that_would_leave_clients_waiting_are_refused(text: str, words: st
     model_config.refuse_unsupported_modes(not_decoupled, "m")  # loads (with a warning)
 
 
-def test_output_label_filename_is_reported_as_unsupported() -> None:
-    # label_filename only matters to the classification extension, which tensorgate rejects;
-    # the module promises such settings are listed, never silently dropped.
-    config = parse('output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "l" } ]')
-    assert "y.label_filename" in model_config.unsupported_fields(config)
-
-
 # --------------------------------------------------------------------------------------------
 # signature_of
 # --------------------------------------------------------------------------------------------
