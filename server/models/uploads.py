@@ -29,8 +29,15 @@ def stage(name: str, files: Mapping[str, bytes]) -> Path:
             target = (model_dir / relative).resolve()
             if not target.is_relative_to(root) or target == root:
                 raise ModelLoadError(f"model file '{relative}' is outside the model directory")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            except OSError as error:  # a name too long for the file system, a full disk, ...
+                # Triton's words for the same case, which its client examples match on.
+                raise ModelLoadError(
+                    f"failed to poll from model repository: cannot write model file "
+                    f"'{relative[:64]}': {error.strerror}"
+                ) from None
     except BaseException:
         discard(model_dir)
         raise

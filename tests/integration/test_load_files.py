@@ -132,3 +132,16 @@ def test_http_takes_the_files_in_base64(server: ServerProcess, tmp_path: Path) -
     with triton.InferenceServerClient(server.url) as client:
         np.testing.assert_allclose(_infer(client, "over_http"), np.full((1, COLUMNS), 5.0))
         client.unload_model("over_http")
+
+
+def test_a_file_the_file_system_cannot_hold_fails_the_load_as_in_triton(
+    client: triton.InferenceServerClient,
+) -> None:
+    # simple_grpc_model_control: a path component longer than NAME_MAX is refused, the server
+    # goes on, and the message is Triton's.
+    with pytest.raises(InferenceServerException) as info:
+        client.load_model("simple", config="{}", files={"file:" + "A" * 256: b"a"})
+    assert info.value.status() == "StatusCode.INTERNAL"
+    assert "failed to poll from model repository" in info.value.message()
+    assert "File name too long" in info.value.message()
+    assert client.is_model_ready("simple")
