@@ -117,7 +117,10 @@ class Scheduler:
         self._arrivals_at_wait: int | None = None  # set while the oldest request waits for company
         self._slo = (
             LatencyController(
-                config.latency_target_p99_us / 1e6, config.max_batch_size, len(self._instances)
+                config.latency_target_p99_us / 1e6,
+                config.max_batch_size,
+                len(self._instances),
+                max_queue_delay_s=config.max_queue_delay_us / 1e6,
             )
             if config.latency_target_p99_us and config.batches
             else None
@@ -317,9 +320,9 @@ class Scheduler:
         )
 
     def _goes_at_once(self, request: PendingRequest) -> bool:
-        """Whether `request` may skip the queue: an idle instance, nothing queued, no reason to
-        wait for company, and no latency controller that needs to see the queue."""
-        if self._slo is not None or self._queues.live_requests or not self._idle:
+        """Whether `request` may skip the queue: an idle instance, nothing queued, and no reason
+        to wait for company (in latency-SLO mode too: batching/slo.py)."""
+        if self._queues.live_requests or not self._idle:
             return False
         if request.reject_at_s is not None and request.reject_at_s <= request.enqueued_s:
             return False  # already past its deadline: the queue answers it
@@ -702,7 +705,7 @@ class Scheduler:
         queue_s = tuple(started - request.enqueued_s for request in batch)
         succeeded = not any(isinstance(result, TensorgateError) for result in results)
         if self._slo is not None and succeeded:
-            self._slo.observe(rows, infer_s, max(queue_s) + assemble_s + infer_s + split_s)
+            self._slo.observe(rows, infer_s)
         self._observer.batch_completed(
             BatchReport(
                 rows,
