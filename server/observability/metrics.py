@@ -51,7 +51,28 @@ OUTCOME_OF_KIND = {
 OUTCOMES = (SUCCESS, INTERNAL, *sorted(OUTCOME_OF_KIND.values()))
 
 # Latency buckets from 100 us to 10 s; batch sizes as powers of two up to 1024.
-_SECONDS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+# Finer between 5 and 25 ms, where latency targets (latency_target_p99_us) usually sit, so a
+# p99 can be read against them from the histogram.
+_SECONDS = (
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    10,
+)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 

@@ -137,7 +137,7 @@ def test_light_load_overload_and_recovery(server: ServerProcess) -> None:
     assert plain.errors == [] and overload.errors == []
     assert overload.served > 0
     assert overload.goodput >= 0.7 * plain.goodput, (overload, plain)
-    assert served_p99_bucket_s(server, "slo") <= 0.025  # the bucket that holds the 20 ms target
+    assert served_p99_bucket_s(server, "slo") <= TARGET_US / 1e6
 
     recovered = run_clients(server.url, "slo", clients=4, requests_each=40)
     assert (recovered.refused, recovered.errors) == (0, [])
