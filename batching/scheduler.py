@@ -235,12 +235,7 @@ class Scheduler:
         with self._lock:
             if not self._accepting:
                 raise SchedulerStoppedError(f"model '{self.model_name}' is shutting down")
-            if self._slo is not None and self._slo.would_miss(self._queues.live_rows, request.rows):
-                raise QueueFullError(
-                    f"model '{self.model_name}' cannot answer within its latency target of "
-                    f"{self.config.latency_target_p99_us}us with the requests already queued; "
-                    "retry later"
-                )
+            self._admit_locked(request.rows)
             if self._goes_at_once(request):
                 self._arrivals.arrived(request.enqueued_s, others_queued=False)
                 return request, self._lead_locked([request])
@@ -318,6 +313,22 @@ class Scheduler:
             reject_at_s=reject_at,
             delay_at_s=delay_at,
         )
+
+    def precheck(self) -> None:
+        """Refuse now, before the caller decodes anything, a request that the latency target
+        would refuse at submit even at one row (latency-SLO mode): refused clients come back,
+        so a refusal should cost as little as possible. Advisory: submit decides."""
+        if self._slo is not None:
+            with self._lock:
+                self._admit_locked(1)
+
+    def _admit_locked(self, rows: int) -> None:
+        if self._slo is not None and self._slo.would_miss(self._queues.live_rows, rows):
+            raise QueueFullError(
+                f"model '{self.model_name}' cannot answer within its latency target of "
+                f"{self.config.latency_target_p99_us}us with the requests already queued; "
+                "retry later"
+            )
 
     def _goes_at_once(self, request: PendingRequest) -> bool:
         """Whether `request` may skip the queue: an idle instance, nothing queued, and no reason

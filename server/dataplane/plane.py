@@ -201,6 +201,7 @@ class DataPlane:
         state.begin()
         model.request_started()
         try:
+            model.scheduler.precheck()  # a latency target refuses before decoding
             if span is None:
                 request = decode()
             else:

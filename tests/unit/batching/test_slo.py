@@ -113,3 +113,15 @@ def test_scheduler_sheds_requests_that_waited_past_the_target_instead_of_running
     assert isinstance(late.error, QueueFullError)
     assert "waited past the latency target" in str(late.error)
     assert h.runtime.batches() == [[0]]
+
+
+def test_precheck_refuses_before_decoding_what_submit_would_refuse() -> None:
+    h = Harness(BatchingConfig(max_batch_size=1, latency_target_p99_us=10_000))
+    h.scheduler._slo.observe(rows=1, compute_s=0.006)
+    h.scheduler.precheck()  # nothing queued: admitted
+    h.submit(x(0))
+    h.formed()  # running
+    h.submit(x(1))  # queued
+    with pytest.raises(QueueFullError, match="cannot answer within its latency target"):
+        h.scheduler.precheck()
+    Harness(BatchingConfig(max_batch_size=1)).scheduler.precheck()  # no target: never refuses
