@@ -7,6 +7,7 @@ little-endian length prefix.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
@@ -17,7 +18,7 @@ from runtimes.datatypes import DataType
 from runtimes.errors import InvalidInputError
 from server._proto import grpc_service_pb2 as pb
 from server.dataplane.classification import class_count
-from server.dataplane.errors import UnsupportedError
+from server.dataplane.errors import CapacityError, UnsupportedError
 from server.dataplane.inference import (
     DEFAULT_LIMITS,
     InferenceRequest,
@@ -41,6 +42,8 @@ _SHARED_MEMORY_PARAMETERS = (
     "shared_memory_byte_size",
 )
 _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+
+log = logging.getLogger(__name__)
 
 
 def decode_infer_request(
@@ -283,13 +286,17 @@ def _int_parameter(parameters: Mapping[str, pb.InferParameter], name: str, defau
 
 
 def encode_infer_response(
-    result: InferenceResult, shared_memory: SharedMemoryRegistry | None = None
+    result: InferenceResult,
+    shared_memory: SharedMemoryRegistry | None = None,
+    max_message_bytes: int | None = None,
 ) -> pb.ModelInferResponse:
     """Outputs in the given order, each as one raw_output_contents entry.
 
     An output with a shared memory location is written into its region instead, and its raw
     entry is left empty (so raw entries still line up with the outputs, as Triton does); its
-    tensor's parameters name the region and the bytes written.
+    tensor's parameters name the region and the bytes written. An answer larger than
+    `max_message_bytes` (which grpc would refuse to send after the server had counted it a
+    success) is RESOURCE_EXHAUSTED here, with the limit named.
     """
     # Filled in place: passing lists of messages to the constructor copies each one (2x slower).
     response = pb.ModelInferResponse(
@@ -297,12 +304,15 @@ def encode_infer_response(
     )
     raw = response.raw_output_contents
     shared_memory_outputs = result.shared_memory_outputs
+    raw_bytes = 0
     for name, array in result.outputs.items():
         datatype = datatypes.from_numpy(array.dtype)
         tensor = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
         location = shared_memory_outputs.get(name) if shared_memory_outputs else None
         if location is None:
-            raw.append(encode_raw(array, datatype))
+            encoded = encode_raw(array, datatype)
+            raw_bytes += len(encoded)
+            raw.append(encoded)
         else:
             if shared_memory is None:
                 raise UnsupportedError(
@@ -316,4 +326,29 @@ def encode_infer_response(
             tensor.parameters["shared_memory_offset"].int64_param = location.offset
             tensor.parameters["shared_memory_byte_size"].int64_param = len(data)
             raw.append(b"")
+    if max_message_bytes is not None and raw_bytes > max_message_bytes - _HEADER_ROOM:
+        _check_size(response, result, max_message_bytes)
     return response
+
+
+# Below this many bytes short of the limit, tensor data alone decides: the rest of a response
+# (names, shapes, parameters) is far smaller, so ByteSize() is only computed near the limit.
+_HEADER_ROOM = 64 << 10
+
+
+def _check_size(
+    response: pb.ModelInferResponse, result: InferenceResult, max_message_bytes: int
+) -> None:
+    size = response.ByteSize()
+    if size > max_message_bytes:
+        log.warning(
+            "model '%s': an answer of %d bytes exceeds --max-message-bytes (%d); refused",
+            result.model_name,
+            size,
+            max_message_bytes,
+        )
+        raise CapacityError(
+            f"the answer of model '{result.model_name}' is {size} bytes, more than the server's "
+            f"--max-message-bytes ({max_message_bytes}); ask for fewer rows or outputs, or have "
+            "outputs written to shared memory"
+        )

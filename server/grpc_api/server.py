@@ -102,6 +102,7 @@ class GrpcFrontEnd:
             limits=limits,
             max_concurrent_streams=settings.max_concurrent_streams,
             trace_headers=trace_headers,
+            max_message_bytes=settings.max_message_bytes,
         )
         add_inference_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

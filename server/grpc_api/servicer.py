@@ -64,6 +64,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         limits: RequestLimits = DEFAULT_LIMITS,
         max_concurrent_streams: int = 256,
         trace_headers: bool = False,
+        max_message_bytes: int | None = None,
     ) -> None:
         """trace_headers: pass each call's metadata to the data plane for its traceparent."""
         self._plane = plane
@@ -80,7 +81,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._active_streams = 0
         self._streams_lock = threading.Lock()
         self._encode = functools.partial(
-            codec.encode_infer_response, shared_memory=self._shared_memory
+            codec.encode_infer_response,
+            shared_memory=self._shared_memory,
+            max_message_bytes=max_message_bytes,
         )
 
     # health and metadata -----------------------------------------------------------------------

@@ -175,6 +175,9 @@ class ModelManager:
         for version in wanted:
             origin = (config_key, repository.directory_fingerprint(source.version_paths[version]))
             if version in serving_before and loaded_from.get(version) == origin:
+                # Unchanged since it loaded: a note of a failed reload in between (a broken
+                # config fixed back) no longer applies.
+                self._registry.note(name, version, "")
                 continue
             try:
                 self._load_version(source, version, given, replacing=version in serving_before)
@@ -242,8 +245,8 @@ class ModelManager:
         try:
             model = loader.load_version(source, version, given, self._options)
         except Exception as error:
-            reason = str(error) if isinstance(error, TensorgateError) else "unexpected load failure"
-            if not isinstance(error, TensorgateError):
+            reason = _load_failure(error)
+            if not isinstance(error, (TensorgateError, OSError)):
                 log.exception("model '%s' version %d: unexpected load failure", name, version)
             log.error("model '%s' version %d failed to load: %s", name, version, reason)
             if replacing:
@@ -293,3 +296,14 @@ class ModelManager:
     def _lock_of(self, name: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks[name]
+
+
+def _load_failure(error: Exception) -> str:
+    """What a failed load reports: our errors say why; a file the server cannot read is named
+    (a permission, a disk error); anything else is a fault logged with its traceback."""
+    if isinstance(error, TensorgateError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot read{where}: {error.strerror or error}"
+    return "unexpected load failure"

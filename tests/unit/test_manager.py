@@ -190,3 +190,38 @@ def test_the_index_lists_every_model_on_disk_and_every_known_version(tmp_path: P
     index = [(e.name, e.version, e.state, e.reason) for e in setup.manager.index(False)]
     assert index == [("idle", "", "UNAVAILABLE", "not loaded"), ("loaded", "1", "READY", "")]
     assert [e.name for e in setup.manager.index(ready_only=True)] == ["loaded"]
+
+
+def test_a_reload_note_clears_once_the_model_is_back_to_what_serves(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    written = write_add_sub_model(tmp_path, "m", version=1, offset=1.0)
+    assert written.config_path is not None
+    good_config = written.config_path.read_text()
+    setup.manager.load("m")
+    write_config(tmp_path, "m", "max_batch_size: [ oops")
+    with pytest.raises(ModelLoadError):
+        setup.manager.load("m")
+    assert "not a valid model config" in setup.state(1)[1]
+    write_config(tmp_path, "m", good_config)  # fixed back to what was loaded
+    setup.manager.load("m")
+    assert setup.state(1) == (ModelState.READY, "")
+
+
+def test_a_file_the_server_cannot_read_is_named_in_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.models import loader
+
+    setup = Setup(tmp_path)
+    write_add_sub_model(tmp_path, "m", version=1)
+    unreadable = tmp_path / "m" / "1" / "model.onnx"
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(unreadable))
+
+    monkeypatch.setattr(loader, "load_version", denied)
+    with pytest.raises(ModelLoadError):
+        setup.manager.load("m")
+    state, reason = setup.state(1)
+    assert state is ModelState.UNAVAILABLE
+    assert reason == f"cannot read {unreadable}: Permission denied"
