@@ -201,6 +201,24 @@ _SERVE_OPTIONS = (
         "how long calls on an aged connection may still run",
     ),
     _Option(
+        "--grpc-handshake-timeout-secs",
+        "handshake_timeout_s",
+        float,
+        "close a connection that has not finished its HTTP/2 handshake by then",
+    ),
+    _Option(
+        "--grpc-max-connection-idle-secs",
+        "max_connection_idle_s",
+        float,
+        "close a connection with no call for this long; 0: never",
+    ),
+    _Option(
+        "--grpc-max-connections",
+        "max_connections",
+        int,
+        "connections at once; beyond it new ones are closed at once",
+    ),
+    _Option(
         "--grpc-keepalive-time-secs",
         "keepalive_time_s",
         float,

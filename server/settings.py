@@ -68,6 +68,15 @@ class ServerSettings:
     # behind a load balancer reconnect and spread over replicas. 0 keeps connections forever.
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 10.0
+    # A connection that has not finished its HTTP/2 handshake by then is closed (a socket that
+    # sends nothing, or half a preface, would otherwise hold a file descriptor for 120 s).
+    handshake_timeout_s: float = 10.0
+    # A connection with no call for this long is closed; 0 keeps idle connections (clients with
+    # keepalive keep theirs open on purpose).
+    max_connection_idle_s: float = 0.0
+    # Connections to the gRPC port at once; beyond it new ones are closed at once, so a flood of
+    # sockets cannot use up the process's file descriptors.
+    max_connections: int = 10_000
     keepalive_time_s: float = 60.0
     # Set only by `--workers`' parent for its children (TENSORGATE_WORKER_INDEX): the one case
     # where several processes may listen on one port (SO_REUSEPORT). A lone server refuses a

@@ -51,7 +51,13 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         # gRPC sets SO_REUSEPORT by default on Linux, so a second server on a used port would
         # bind silently and take half the connections; only --workers' children share a port.
         ("grpc.so_reuseport", 1 if settings.worker_index is not None else 0),
+        # Sockets that never finish a handshake, idle connections, and a cap on connections:
+        # a flood of sockets is shed while real clients keep being served.
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * 1000)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
     ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)))
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
