@@ -50,7 +50,8 @@ class InferenceRequest:
     # Outputs to write into system shared memory instead of the response, by output name.
     shared_memory_outputs: dict[str, SharedMemoryLocation] = field(default_factory=dict)
     # Outputs to answer as their top-k classes (the classification extension), by output name.
-    classifications: dict[str, int] = field(default_factory=dict)
+    # None unless a request asks: nothing to build per request.
+    classifications: Mapping[str, int] | None = None
 
 
 @dataclass(slots=True)

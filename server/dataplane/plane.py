@@ -249,7 +249,7 @@ class DataPlane:
 
     @staticmethod
     def _classified(
-        model: ServedModel, classes: dict[str, int], outputs: dict[str, np.ndarray]
+        model: ServedModel, classes: Mapping[str, int], outputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Outputs requested with `classification: k` as their top-k classes."""
         batched = model.signature.max_batch_size > 0

@@ -105,7 +105,7 @@ def decode_infer_request(
 
     requested: list[str] = []
     output_locations: dict[str, SharedMemoryLocation] = {}
-    classifications: dict[str, int] = {}
+    classifications: dict[str, int] | None = None  # built only when an output asks
     for output in request.outputs:
         if output.name in requested:
             raise InvalidInputError(f"output '{output.name}' is requested more than once")
@@ -114,6 +114,7 @@ def decode_infer_request(
                 parameter = output.parameters["classification"]
                 field = parameter.WhichOneof("parameter_choice")
                 value = getattr(parameter, field) if field else None
+                classifications = classifications or {}
                 classifications[output.name] = class_count(value, output.name)
             if _uses_shared_memory(output.parameters):
                 what = f"output '{output.name}'"

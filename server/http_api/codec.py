@@ -152,7 +152,7 @@ def decode_infer_request(
             priority=priority,
             timeout_us=timeout_us,
             shared_memory_outputs=output_locations,
-            classifications=classifications,
+            classifications=classifications or None,
         ),
         binary_outputs,
         all_binary,
