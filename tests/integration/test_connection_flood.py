@@ -88,8 +88,9 @@ def test_connections_beyond_the_cap_are_closed_at_once(
     )
     flood = _open(server.url, 20)
     try:
-        # With a 120 s handshake timeout only the cap can close sockets within 10 s.
-        assert len(_closed_within(flood, 10, enough=12)) == 12
+        # With a 120 s handshake timeout only the cap can close sockets within 10 s: at least the
+        # 12 beyond it (one more when an earlier client's connection still holds a place).
+        assert len(_closed_within(flood, 10, enough=12)) >= 12
     finally:
         for sock in flood:
             sock.close()
