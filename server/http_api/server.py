@@ -208,6 +208,10 @@ class RestApp:
         if encoding is not None:
             chunks = [_compress(b"".join(chunks), encoding)]
             extra.append(("content-encoding", encoding))
+        # Counted before the answer leaves, so a client that has its answer
+        # also finds it counted on /metrics.
+        if self._record_call is not None and route is not None:
+            self._record_call(route.name, str(response.status))
         length = sum(len(chunk) for chunk in chunks)
         if length < JOIN_BELOW_BYTES and len(chunks) > 1:
             chunks = [b"".join(chunks)]
@@ -228,8 +232,6 @@ class RestApp:
             for index, chunk in enumerate(chunks):
                 more = index < len(chunks) - 1
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
-        if self._record_call is not None and route is not None:
-            self._record_call(route.name, str(response.status))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
