@@ -72,6 +72,7 @@ class TensorgateServer:
             tracing=self.tracing,
             shared_memory=SharedMemoryRegistry(),
             max_upload_bytes=settings.max_message_bytes,
+            max_inflight_bytes=settings.max_inflight_bytes,
         )
         self.watcher = (
             RepositoryWatcher(settings.model_repository, self.models, settings.repository_poll_s)

@@ -168,6 +168,13 @@ _SERVE_OPTIONS = (
         "--max-tensor-elements", "max_tensor_elements", int, "most elements in one input tensor"
     ),
     _Option("--max-tensor-bytes", "max_tensor_bytes", int, "most bytes in one input tensor"),
+    _Option(
+        "--max-inflight-bytes",
+        "max_inflight_bytes",
+        int,
+        "most request bytes held by inference calls at once, server-wide (beyond: "
+        "RESOURCE_EXHAUSTED at once; 0: no limit)",
+    ),
     _Option("--max-bytes-element", "max_bytes_element", int, "longest element of a BYTES tensor"),
     _Option(
         "--max-concurrent-streams",

@@ -43,6 +43,9 @@ class ServerSettings:
     max_inputs: int = 64
     max_tensor_elements: int = 1 << 26
     max_tensor_bytes: int = 256 << 20
+    # Request bytes held at once by inference calls, server-wide (beyond: RESOURCE_EXHAUSTED at
+    # once); 0: no limit.
+    max_inflight_bytes: int = 1 << 30
     max_bytes_element: int = 16 << 20
     max_concurrent_streams: int = 256
     default_max_batch_size: int = 32

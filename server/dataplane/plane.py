@@ -31,6 +31,7 @@ from server._proto import model_config_pb2 as mc
 from server.dataplane.classification import classify
 from server.dataplane.errors import ModelNotFoundError, NotAllowedError, ShuttingDownError
 from server.dataplane.inference import Call, InferenceRequest, InferenceResult
+from server.dataplane.inflight import InflightBytes
 from server.dataplane.load_parameters import parse_load_parameters
 from server.dataplane.shared_memory import CudaSharedMemory, SharedMemoryRegistry
 from server.dataplane.state import ServerState
@@ -84,9 +85,11 @@ class DataPlane:
         tracing: Tracing | None = None,
         shared_memory: SharedMemoryRegistry | None = None,
         max_upload_bytes: int = 1 << 30,
+        max_inflight_bytes: int = 0,
     ) -> None:
         """max_upload_bytes: the most model-file bytes one load request may carry (each front
-        end's message limit applies first)."""
+        end's message limit applies first). max_inflight_bytes: the front ends' budget of
+        request bytes in flight (dataplane/inflight.py); 0 for none."""
         self.state = ServerState()
         self.registry = registry
         self.models = models
@@ -95,6 +98,7 @@ class DataPlane:
         self._explicit_control = explicit_control
         self._max_upload_bytes = max_upload_bytes
         self._tracing = tracing or Tracing()
+        self.inflight = InflightBytes(max_inflight_bytes)
 
     # health and metadata -----------------------------------------------------------------------
 

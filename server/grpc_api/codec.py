@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from server.dataplane.tensors import (
     raw_buffer,
     shape_of,
 )
+from server.grpc_api.wire import SplitResponse
 
 _SHARED_MEMORY_PARAMETERS = (
     "shared_memory_region",
@@ -50,13 +52,15 @@ def decode_infer_request(
     request: pb.ModelInferRequest,
     shared_memory: SharedMemoryRegistry | None = None,
     limits: RequestLimits = DEFAULT_LIMITS,
+    raw_contents: Sequence[bytes | memoryview] | None = None,
 ) -> InferenceRequest:
     """Turn a ModelInferRequest into arrays, checking everything that needs no model config.
 
     Inputs that name a system shared memory region are read (copied) from `shared_memory`;
     raw_input_contents then holds one entry per other input, in order, as Triton expects.
-    Outputs that name a region are checked against it now and written there on encode.
-    Without a registry, naming a region is UNIMPLEMENTED.
+    `raw_contents`, when given, stands for raw_input_contents (a big request's views into the
+    received bytes, grpc_api/wire.py). Outputs that name a region are checked against it now
+    and written there on encode. Without a registry, naming a region is UNIMPLEMENTED.
     """
     tensors = request.inputs
     if len(tensors) > limits.max_inputs:
@@ -66,7 +70,8 @@ def decode_infer_request(
         )
     # One pass over the inputs (this runs on every request); the layout errors that need all of
     # them at once are described by _raw_layout_error.
-    raw_contents = request.raw_input_contents
+    if raw_contents is None:
+        raw_contents = request.raw_input_contents
     raw_count = len(raw_contents)
     inputs: dict[str, np.ndarray] = {}
     raw_index = 0
@@ -290,20 +295,26 @@ def encode_infer_response(
     result: InferenceResult,
     shared_memory: SharedMemoryRegistry | None = None,
     max_message_bytes: int | None = None,
-) -> pb.ModelInferResponse:
+    split_from_bytes: int | None = None,
+) -> pb.ModelInferResponse | SplitResponse:
     """Outputs in the given order, each as one raw_output_contents entry.
 
     An output with a shared memory location is written into its region instead, and its raw
     entry is left empty (so raw entries still line up with the outputs, as Triton does); its
     tensor's parameters name the region and the bytes written. An answer larger than
     `max_message_bytes` (which grpc would refuse to send after the server had counted it a
-    success) is RESOURCE_EXHAUSTED here, with the limit named.
+    success) is RESOURCE_EXHAUSTED here, with the limit named. Outputs of `split_from_bytes` or
+    more in all are not copied into the message: a SplitResponse carries views of them to be
+    written once, when grpc serialises it (grpc_api/wire.py).
     """
     # Filled in place: passing lists of messages to the constructor copies each one (2x slower).
     response = pb.ModelInferResponse(
         model_name=result.model_name, model_version=result.model_version, id=result.id
     )
-    raw = response.raw_output_contents
+    split = split_from_bytes is not None and (
+        sum(array.nbytes for array in result.outputs.values()) >= split_from_bytes
+    )
+    raw: Any = [] if split else response.raw_output_contents
     shared_memory_outputs = result.shared_memory_outputs
     raw_bytes = 0
     for name, array in result.outputs.items():
@@ -311,7 +322,7 @@ def encode_infer_response(
         tensor = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
         location = shared_memory_outputs.get(name) if shared_memory_outputs else None
         if location is None:
-            encoded = encode_raw(array, datatype)
+            encoded = raw_buffer(array, datatype) if split else encode_raw(array, datatype)
             raw_bytes += len(encoded)
             raw.append(encoded)
         else:
@@ -327,9 +338,11 @@ def encode_infer_response(
             tensor.parameters["shared_memory_offset"].int64_param = location.offset
             tensor.parameters["shared_memory_byte_size"].int64_param = len(data)
             raw.append(b"")
+    answer = SplitResponse(response, raw) if split else response
     if max_message_bytes is not None and raw_bytes > max_message_bytes - _HEADER_ROOM:
-        _check_size(response, result, max_message_bytes)
-    return response
+        size = answer.byte_size() if isinstance(answer, SplitResponse) else answer.ByteSize()
+        _check_size(size, result, max_message_bytes)
+    return answer
 
 
 # Below this many bytes short of the limit, tensor data alone decides: the rest of a response
@@ -337,10 +350,7 @@ def encode_infer_response(
 _HEADER_ROOM = 64 << 10
 
 
-def _check_size(
-    response: pb.ModelInferResponse, result: InferenceResult, max_message_bytes: int
-) -> None:
-    size = response.ByteSize()
+def _check_size(size: int, result: InferenceResult, max_message_bytes: int) -> None:
     if size > max_message_bytes:
         log.warning(
             "model '%s': an answer of %d bytes exceeds --max-message-bytes (%d); refused",

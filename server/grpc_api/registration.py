@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from server._proto import grpc_service_pb2 as pb
+from server.grpc_api import wire
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
@@ -26,10 +27,14 @@ class Undecodable:
         self.message_type = message_type
 
 
-def _tolerant(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:
-    def deserialize(data: bytes) -> Message | Undecodable:
+def _tolerant(
+    message_class: type[Message], parse: Callable[[bytes], object] | None = None
+) -> Callable[[bytes], object]:
+    parse = parse or message_class.FromString
+
+    def deserialize(data: bytes) -> object:
         try:
-            return message_class.FromString(data)
+            return parse(data)
         except DecodeError:
             return Undecodable(message_class.DESCRIPTOR.full_name)
 
@@ -46,10 +51,15 @@ def add_inference_service(servicer: object, server: grpc.Server) -> None:
             if method.client_streaming
             else grpc.unary_unary_rpc_method_handler
         )
+        big = method.name == "ModelInfer"  # big tensors skip protobuf's copies (wire.py)
         handlers[method.name] = make(
             getattr(servicer, method.name),
-            request_deserializer=_tolerant(request_class),
-            response_serializer=response_class.SerializeToString,
+            request_deserializer=_tolerant(
+                request_class, wire.parse_infer_request if big else None
+            ),
+            response_serializer=(
+                wire.serialize_infer_response if big else response_class.SerializeToString
+            ),
         )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)

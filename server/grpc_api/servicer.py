@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -27,7 +27,7 @@ from server.dataplane.errors import UnsupportedError
 from server.dataplane.inference import DEFAULT_LIMITS, Call, RequestLimits
 from server.dataplane.load_parameters import FILE_PREFIX
 from server.dataplane.plane import DataPlane, ModelMetadata, TensorMetadata, Ticket
-from server.grpc_api import codec, status, streaming
+from server.grpc_api import codec, status, streaming, wire
 from server.grpc_api.threads import SlotPool
 from server.models.served import ServedModel
 from server.observability.stats import Duration, ModelStats
@@ -85,6 +85,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             shared_memory=self._shared_memory,
             max_message_bytes=max_message_bytes,
         )
+        # A unary answer is serialised by wire.serialize_infer_response, which takes a big one
+        # as a SplitResponse; a stream's is nested in another message and stays protobuf's.
+        self._encode_unary = functools.partial(self._encode, split_from_bytes=wire.SPLIT_FROM_BYTES)
 
     # health and metadata -----------------------------------------------------------------------
 
@@ -135,16 +138,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @status.unary
     def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
-    ) -> pb.ModelInferResponse:
-        return self._plane.infer(
-            request.model_name,
-            request.model_version,
-            request.id,
-            lambda: codec.decode_infer_request(request, self._shared_memory, self._limits),
-            self._encode,
-            self._call(context),
-        )
+        self, request: pb.ModelInferRequest | wire.SplitRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInferResponse | wire.SplitResponse:
+        raw = None
+        if isinstance(request, wire.SplitRequest):  # a big one (grpc_api/wire.py)
+            size = request.byte_size
+            raw = request.take_raw_inputs()
+            message = request.message
+        else:
+            size = request.ByteSize()
+            message = request
+        inflight = self._plane.inflight
+        inflight.take(size)
+        try:
+            return self._plane.infer(
+                message.model_name,
+                message.model_version,
+                message.id,
+                lambda: codec.decode_infer_request(message, self._shared_memory, self._limits, raw),
+                self._encode_unary,
+                self._call(context),
+            )
+        finally:
+            inflight.give_back(size)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[object], context: grpc.ServicerContext
@@ -391,8 +407,8 @@ class _StreamRequests:
         )
 
     def finish(self, ticket: Ticket) -> pb.ModelStreamInferResponse:
-        response = self._plane.complete(ticket, self._servicer._encode)
-        return pb.ModelStreamInferResponse(infer_response=response)
+        response = self._plane.complete(ticket, self._servicer._encode)  # never split
+        return pb.ModelStreamInferResponse(infer_response=cast(pb.ModelInferResponse, response))
 
     def cancel(self, ticket: Ticket) -> None:
         ticket.model.scheduler.cancel(ticket.pending)

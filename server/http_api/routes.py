@@ -336,7 +336,15 @@ class Routes:
 
         waiter = Waiter(hooks=self._hooks, compute_hooks=self._hooks)
         headers = list(request.headers.items()) if self._trace_headers else None
-        encoded = self._plane.infer(model, version, "", decode, encode, Call(None, waiter, headers))
+        size = len(request.body)
+        inflight = self._plane.inflight
+        inflight.take(size)
+        try:
+            encoded = self._plane.infer(
+                model, version, "", decode, encode, Call(None, waiter, headers)
+            )
+        finally:
+            inflight.give_back(size)
         if encoded.header_length is None:
             return HttpResponse(200, encoded.chunks)
         return HttpResponse(

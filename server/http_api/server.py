@@ -32,6 +32,7 @@ from runtimes.errors import InvalidInputError, TensorgateError
 from server.dataplane.inference import RequestLimits
 from server.dataplane.plane import DataPlane
 from server.grpc_api.threads import SlotPool
+from server.heap import BIG_MESSAGE_BYTES, release_free_memory
 from server.http_api.routes import (
     OPEN,
     HttpRequest,
@@ -188,6 +189,9 @@ class RestApp:
             parts.append(chunk)
             more = message.get("more_body", False)
         body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if size >= BIG_MESSAGE_BYTES and len(parts) > 1:
+            del parts
+            release_free_memory()  # the chunks' pages (server/heap.py)
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in ("", "identity"):
             return body
