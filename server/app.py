@@ -162,8 +162,10 @@ class TensorgateServer:
         threads cannot be stopped: the caller should exit the process without them).
 
         Inference calls that arrive while the accepted ones drain get a clear UNAVAILABLE
-        ("server is shutting down"), which clients retry elsewhere; the listener closes as soon
-        as the accepted requests are answered, not after a quiet period.
+        ("server is shutting down"), which clients retry elsewhere; over gRPC, once the drain is
+        done, it is sent after the listener has closed (ServerState.hold_refusal), so a retry
+        cannot be caught, and cancelled, inside the stopping transport. The listener closes as
+        soon as the accepted requests are answered, not after a quiet period.
         """
         grace_s = self.settings.grace_period_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace_s
@@ -180,6 +182,7 @@ class TensorgateServer:
         if self.watcher is not None:
             self.watcher.stop(max(0.0, deadline - time.monotonic()))
         drained = self.plane.state.wait_idle(deadline)
+        self.plane.state.drained = True  # refusals from now on wait for the transport to stop
         settle_until = min(deadline, time.monotonic() + SETTLE_MAX_S)
         self.plane.state.wait_settled(SETTLE_QUIET_S, settle_until)
         if self.grpc is not None:

@@ -15,6 +15,10 @@ class ServerState:
         self.accepting = False
         self.stopping = False
         self.last_refused_s = 0.0  # monotonic time of the last request refused while stopping
+        # Shutdown's last steps: the accepted work is answered (`drained`), then the transport
+        # begins to stop (listener closed, GOAWAY sent); see hold_refusal.
+        self.drained = False
+        self.transport_stopping = threading.Event()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified only while stopping
@@ -58,3 +62,18 @@ class ServerState:
             if remaining_quiet <= 0:
                 return
             time.sleep(min(remaining_quiet, deadline_s - now))
+
+    def hold_refusal(self, limit_s: float) -> None:
+        """For a call that arrived after `accepting` turned False: once the accepted work is
+        drained, keep it until the transport has begun to stop (or limit_s passes); then it is
+        refused. During the drain it is refused at once, so clients go elsewhere without delay.
+
+        A client that retries each refusal at once keeps calls arriving in the transport, and
+        grpc cancels those it has not handed to a handler when its server stops: CANCELLED,
+        which clients do not retry. Held here, each such client has its one call in a handler
+        when the server stops; the refusal (UNAVAILABLE) goes out after the listener has closed
+        and the connection been told to go away, so its retry finds no server instead."""
+        if not self.drained:
+            return
+        self.last_refused_s = time.monotonic()  # shutdown waits for arrivals to settle
+        self.transport_stopping.wait(max(0.0, limit_s))

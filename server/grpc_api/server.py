@@ -82,6 +82,7 @@ class GrpcFrontEnd:
         trace_headers: bool,
     ) -> None:
         self.settings = settings
+        self._state = plane.state
         # Watch streams block a thread each, from a pool of their own: grpc_health's non-blocking
         # Watch sends updates while holding its lock, and its close callback (on grpc's polling
         # thread) takes that lock; with the synchronous server the two deadlock whenever a
@@ -171,6 +172,7 @@ class GrpcFrontEnd:
         """Stop taking calls; wait up to grace_s for those under way (every inference the
         server accepted has been answered already: only refusals remain)."""
         event = self._server.stop(grace_s)
+        self._state.transport_stopping.set()  # held refusals go out now (ServerState)
         event.wait(grace_s + 1)
         if self._health_server is not None:
             self._health_server.stop(0)

@@ -49,6 +49,10 @@ EXTENSIONS = (
 GRPC_ERROR_HEADER = "triton_grpc_error"
 # grpc's time_remaining() for a call without a deadline is about 2**63 seconds.
 _NO_DEADLINE_S = 1e12
+# A refusal held during shutdown is answered this long before the call's deadline at the latest,
+# and never held longer than the second figure (the transport's stop ends every hold sooner).
+_REFUSAL_MARGIN_S = 0.05
+_MAX_REFUSAL_HOLD_S = 60.0
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -140,6 +144,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(
         self, request: pb.ModelInferRequest | wire.SplitRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse | wire.SplitResponse:
+        if not self._plane.state.accepting:
+            self._hold_refusal(context)
         raw = None
         if isinstance(request, wire.SplitRequest):  # a big one (grpc_api/wire.py)
             size = request.byte_size
@@ -220,6 +226,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.record_call(name, code.name)
         if code is not grpc.StatusCode.OK:
             status.fail(context, code, message)
+
+    def _hold_refusal(self, context: grpc.ServicerContext) -> None:
+        """A call that comes as the server stops may wait for its listener to close before it
+        is refused (ServerState.hold_refusal), within its deadline; its run slot is lent."""
+        limit_s = min(context.time_remaining() - _REFUSAL_MARGIN_S, _MAX_REFUSAL_HOLD_S)
+        pool = self._pool
+        if pool is None:
+            self._plane.state.hold_refusal(limit_s)
+            return
+        pool.blocking()
+        try:
+            self._plane.state.hold_refusal(limit_s)
+        finally:
+            pool.resumed()
 
     def _call(self, context: grpc.ServicerContext) -> Call:
         """The data plane's view of a gRPC call: its deadline, the waiter of its thread (which

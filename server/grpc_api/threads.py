@@ -107,5 +107,7 @@ class SlotPool:
                     future.set_result(fn(*args))
                 except BaseException as error:  # grpc's own code catches what handlers raise
                     future.set_exception(error)
+            # An idle thread must not keep its last call's arguments (an HTTP request's body).
+            del future, fn, args
             with lock:
                 self._free_slots += 1  # and loop: this thread takes the next call itself

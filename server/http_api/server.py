@@ -118,6 +118,7 @@ class RestApp:
         else:
             future = self._pool.submit(self._answer, route, request)
             response = await asyncio.wrap_future(future)
+        del request, body  # a big body is not kept while a big answer is sent
         await self._send(send, response, headers, method, route)
 
     def _answer(self, route: Route, request: HttpRequest) -> HttpResponse:
@@ -189,9 +190,9 @@ class RestApp:
             parts.append(chunk)
             more = message.get("more_body", False)
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        if size >= BIG_MESSAGE_BYTES and len(parts) > 1:
+        if size >= BIG_MESSAGE_BYTES:
             del parts
-            release_free_memory()  # the chunks' pages (server/heap.py)
+            release_free_memory()  # the pages of the chunks the body was gathered from
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in ("", "identity"):
             return body

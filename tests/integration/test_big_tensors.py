@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from tests.support.big_tensor_models import write_big_tensor_models
@@ -62,14 +63,28 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def _infer_http(url: str, model: str, data: np.ndarray) -> np.ndarray:
+    with triton_http.InferenceServerClient(url, network_timeout=120) as client:
+        tensor = triton_http.InferInput("x", [data.size], "FP32")
+        tensor.set_data_from_numpy(data, binary_data=True)
+        output = triton_http.InferRequestedOutput("y", binary_data=True)
+        return client.infer(model, [tensor], outputs=[output]).as_numpy("y")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("model", ["reduce", "identity"])
-def test_a_64_mib_request_costs_at_most_three_times_its_size(repository: Path, model: str) -> None:
+def test_a_64_mib_request_costs_at_most_three_times_its_size(
+    repository: Path, model: str, protocol: str
+) -> None:
     data = _vector(64)
     with ServerProcess(repository, BIG_LIMITS) as server:  # fresh: no memory freed by others
         pid = server.process.pid
         before = _kib(pid, "VmRSS")
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-        answer = _infer(server.url, model, data)
+        if protocol == "grpc":
+            answer = _infer(server.url, model, data)
+        else:
+            answer = _infer_http(server.http_url, model, data)
         peak_mib = (_kib(pid, "VmHWM") - before) / 1024
         settled_mib = (_kib(pid, "VmRSS") - before) / 1024
     if model == "identity":
