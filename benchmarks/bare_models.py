@@ -12,7 +12,8 @@ With --with-model, ModelInfer really runs the model: raw inputs viewed with nump
 onnxruntime `session.run` per request (the session defaults tensorgate uses), outputs encoded;
 nothing else (no validation, batching, metrics or statistics). That is the floor of any server
 that calls the model once per request from a Python event loop, so it separates what the model
-call itself costs from what a server adds around it.
+call itself costs from what a server adds around it. `--transport sync [--threads N]` serves the
+same handler from grpc's synchronous server instead (the transport tensorgate uses).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.bare_server import BareServicer, serve
+from benchmarks.bare_server import BareServicer, serve, serve_sync
 from server._proto import grpc_service_pb2 as pb
+from server._proto import grpc_service_pb2_grpc as pb_grpc
 
 _DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}
 
@@ -108,6 +110,9 @@ class ModelCallServicer(BareModelsServicer):
         }
 
     async def ModelInfer(self, request, context):
+        return self.infer(request)
+
+    def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         session = self._sessions[request.model_name]
         names, datatypes = self._output_specs[request.model_name]
         feeds = {
@@ -124,6 +129,39 @@ class ModelCallServicer(BareModelsServicer):
         return response
 
 
+class SyncModelCallServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The --with-model handler on grpc's synchronous server (--transport sync): the floor of
+    any server that runs the model per request from grpc's thread pool."""
+
+    def __init__(self, spec: dict) -> None:
+        self._models = ModelCallServicer(spec)
+
+    def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=True)
+
+    def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="bare", version="0")
+
+    def ModelMetadata(self, request, context):
+        if request.name not in self._models._metadata:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name}")
+        return self._models._metadata[request.name]
+
+    def ModelConfig(self, request, context):
+        if request.name not in self._models._configs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.name}")
+        return self._models._configs[request.name]
+
+    def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=request.name in self._models._metadata)
+
+    def ModelInfer(self, request, context):
+        return self._models.infer(request)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="bare grpc.aio v2 ceiling for every model")
     parser.add_argument("command", choices=["serve"])
@@ -131,8 +169,15 @@ def main() -> None:
     parser.add_argument("--grpc-host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=0)
     parser.add_argument("--with-model", action="store_true", help="run the model per request")
+    parser.add_argument("--transport", choices=["aio", "sync"], default="aio")
+    parser.add_argument("--threads", type=int, default=2, help="sync: handler threads")
     args = parser.parse_args()
     spec = json.loads(Path(args.spec).read_text())
+    if args.transport == "sync":
+        if not args.with_model:
+            parser.error("--transport sync is for --with-model")
+        serve_sync(args.grpc_host, args.grpc_port, args.threads, SyncModelCallServicer(spec))
+        return
     servicer = (ModelCallServicer if args.with_model else BareModelsServicer)(spec)
     asyncio.run(serve(args.grpc_host, args.grpc_port, servicer))
 

@@ -81,6 +81,7 @@ BASELINE = "tensorgate before"  # --baseline CHECKOUT: another checkout, side by
 BARE = "bare grpc.aio"
 BARE_SYNC = "bare sync grpc, 2 threads"  # the fastest bare handler (benchmarks/transports.py)
 BARE_MODEL = "bare grpc.aio + onnxruntime"
+BARE_SYNC_MODEL = "bare sync grpc + onnxruntime, 2 threads"
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -151,6 +152,16 @@ SERVERS = (
         "bare",
         None,
         ("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}", "--with-model"),
+        protocols=("grpc",),
+    ),
+    ServerSpec(
+        BARE_SYNC_MODEL,
+        "bare",
+        None,
+        (
+            *("-m", "benchmarks.bare_models", "serve", "--spec", "{spec}", "--with-model"),
+            *("--transport", "sync", "--threads", "2"),
+        ),
         protocols=("grpc",),
     ),
     ServerSpec(
@@ -630,7 +641,7 @@ def start_server(
             raise RuntimeError(f"HTTP not ready: {exc}") from exc
     if on_up:
         on_up(process)
-    if server.group != "bare" or server.name == BARE_MODEL:
+    if server.group != "bare" or server.name in (BARE_MODEL, BARE_SYNC_MODEL):
         try:
             check_answers(process.url, server.models)
         except (AssertionError, grpc.RpcError) as exc:
