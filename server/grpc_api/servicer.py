@@ -414,28 +414,53 @@ class _StreamRequests:
         remaining = context.time_remaining()
         self._deadline_s = time.monotonic() + remaining if remaining < _NO_DEADLINE_S else None
         self._headers = context.invocation_metadata() if servicer._trace_headers else None
+        # Bytes each submitted request holds in the server-wide budget (--max-inflight-bytes),
+        # given back when its ticket is finished or discarded: every ticket ends in one of them.
+        self._held: dict[int, int] = {}
 
     def start(self, request: Any, waiter: Waiter) -> tuple[Ticket, Lead | None]:
         status.check_decoded(request)
         servicer = self._servicer
-        return self._plane.submit(
-            request.model_name,
-            request.model_version,
-            request.id,
-            lambda: codec.decode_infer_request(request, servicer._shared_memory, servicer._limits),
-            Call(self._deadline_s, waiter, self._headers),
-        )
+        size = request.ByteSize()
+        inflight = self._plane.inflight
+        inflight.take(size)
+        try:
+            ticket, lead = self._plane.submit(
+                request.model_name,
+                request.model_version,
+                request.id,
+                lambda: codec.decode_infer_request(
+                    request, servicer._shared_memory, servicer._limits
+                ),
+                Call(self._deadline_s, waiter, self._headers),
+            )
+        except BaseException:
+            inflight.give_back(size)
+            raise
+        self._held[id(ticket)] = size
+        return ticket, lead
 
     def finish(self, ticket: Ticket) -> pb.ModelStreamInferResponse:
-        response = self._plane.complete(ticket, self._servicer._encode)  # never split
+        try:
+            response = self._plane.complete(ticket, self._servicer._encode)  # never split
+        finally:
+            self._give_back(ticket)
         return pb.ModelStreamInferResponse(infer_response=cast(pb.ModelInferResponse, response))
 
     def cancel(self, ticket: Ticket) -> None:
         ticket.model.scheduler.cancel(ticket.pending)
 
     def discard(self, ticket: Ticket) -> None:
-        with contextlib.suppress(Exception):  # its outcome is counted; nobody is there to tell
-            self._plane.complete(ticket, _nothing)
+        try:
+            with contextlib.suppress(Exception):  # its outcome is counted; nobody is there to tell
+                self._plane.complete(ticket, _nothing)
+        finally:
+            self._give_back(ticket)
+
+    def _give_back(self, ticket: Ticket) -> None:
+        size = self._held.pop(id(ticket), 0)  # dict.pop is atomic: finish and discard race
+        if size:
+            self._plane.inflight.give_back(size)
 
 
 def _nothing(result: object) -> None:

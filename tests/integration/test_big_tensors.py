@@ -8,6 +8,7 @@ grpc's own receive path costs (its chunks, their join, and its byte buffer, at o
 
 from __future__ import annotations
 
+import queue
 import threading
 import urllib.error
 import urllib.request
@@ -151,6 +152,35 @@ def test_requests_beyond_the_inflight_budget_are_refused_at_once(
     np.testing.assert_array_equal(answers[0], held)
     # Once the held request is answered, its bytes are free again.
     big = _vector(32)
+    np.testing.assert_allclose(
+        _infer(server.url, "reduce", big), [big.sum(dtype=np.float64)], rtol=1e-3
+    )
+
+
+def test_stream_requests_hold_the_budget_until_answered(
+    capped_server: tuple[ServerProcess, Gate],
+) -> None:
+    server, gate = capped_server
+    held = _vector(32)
+    answers: queue.Queue[tuple[object, object]] = queue.Queue()
+    with triton.InferenceServerClient(server.url) as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            tensor = triton.InferInput("INPUT0", [held.size], "FP32")
+            tensor.set_data_from_numpy(held)
+            client.async_stream_infer("gated", [tensor])
+            gate.wait_started()  # the stream's 32 MiB are in flight, waiting on the gate
+            with pytest.raises(InferenceServerException) as refused:
+                _infer(server.url, "reduce", _vector(32))
+            assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            gate.open()
+            result, error = answers.get(timeout=120)
+        finally:
+            gate.open()  # a failed check must not leave the stream waiting on the gate
+            client.stop_stream()
+    assert error is None, error
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), held)  # type: ignore[attr-defined]
+    big = _vector(32)  # the stream's bytes were given back with its answer
     np.testing.assert_allclose(
         _infer(server.url, "reduce", big), [big.sum(dtype=np.float64)], rtol=1e-3
     )
