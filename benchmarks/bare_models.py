@@ -28,9 +28,8 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.bare_server import BareServicer, serve, serve_sync
+from benchmarks.bare_server import BareServicer, SyncBareServicer, serve, serve_sync
 from server._proto import grpc_service_pb2 as pb
-from server._proto import grpc_service_pb2_grpc as pb_grpc
 
 _DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP64": np.float64}
 
@@ -129,21 +128,12 @@ class ModelCallServicer(BareModelsServicer):
         return response
 
 
-class SyncModelCallServicer(pb_grpc.GRPCInferenceServiceServicer):
+class SyncModelCallServicer(SyncBareServicer):
     """The --with-model handler on grpc's synchronous server (--transport sync): the floor of
     any server that runs the model per request from grpc's thread pool."""
 
     def __init__(self, spec: dict) -> None:
         self._models = ModelCallServicer(spec)
-
-    def ServerLive(self, request, context):
-        return pb.ServerLiveResponse(live=True)
-
-    def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=True)
-
-    def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name="bare", version="0")
 
     def ModelMetadata(self, request, context):
         if request.name not in self._models._metadata:

@@ -133,6 +133,17 @@ class Worker(threading.Thread):
                     return
 
 
+def start_flowing(workers: list[Worker], progress: threading.Condition) -> None:
+    """Start the workers and wait until each has MIN_SUCCESSES answers."""
+    for worker in workers:
+        worker.start()
+    with progress:
+        flowing = progress.wait_for(
+            lambda: all(w.successes >= MIN_SUCCESSES for w in workers), WAIT_S
+        )
+    assert flowing, [(w.name, w.successes, w.calls[-1:]) for w in workers]
+
+
 class HealthWatch(threading.Thread):
     """A grpc.health.v1 Watch on `service`: records (time, status) until NOT_SERVING arrives,
     then cancels the stream (so an open Watch does not hold the server for its whole grace)."""
@@ -208,13 +219,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
         for index in range(count)
     ]
     try:
-        for worker in workers:
-            worker.start()
-        with progress:
-            flowing = progress.wait_for(
-                lambda: all(w.successes >= MIN_SUCCESSES for w in workers), WAIT_S
-            )
-        assert flowing, [(w.name, w.successes, w.calls[-1:]) for w in workers]
+        start_flowing(workers, progress)
         queued_at_signal = probes.queued(
             probes.wait_for_gauges(server.metrics_port, lambda s: probes.queued(s, "queued") >= 3),
             "queued",
@@ -270,13 +275,7 @@ def test_retrying_clients_do_not_hold_the_exit_once_the_work_is_drained(
     stop, progress = threading.Event(), threading.Condition()
     workers = [Worker(server.url, "fast", index, stop, progress, retry=True) for index in range(16)]
     try:
-        for worker in workers:
-            worker.start()
-        with progress:
-            flowing = progress.wait_for(
-                lambda: all(w.successes >= MIN_SUCCESSES for w in workers), WAIT_S
-            )
-        assert flowing, [(w.name, w.successes, w.calls[-1:]) for w in workers]
+        start_flowing(workers, progress)
         signalled = time.monotonic()
         server.terminate()
         code, waited = wait_for_exit(server, GRACE_S + EXIT_MARGIN_S)
