@@ -34,9 +34,15 @@ def bundled_server() -> Iterator[ServerProcess]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def server(bundled_server: ServerProcess) -> ServerProcess:
+    """The server `client` talks to: the bundled one, unless a module defines its own."""
+    return bundled_server
+
+
 @pytest.fixture
-def client(bundled_server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(bundled_server.url) as client:
+def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(server.url) as client:
         yield client
 
 

@@ -75,12 +75,6 @@ def stub(channel: grpc.Channel) -> service_pb2_grpc.GRPCInferenceServiceStub:
     return service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.url) as client:
-        yield client
-
-
 # helpers ---------------------------------------------------------------------------------------
 
 

@@ -150,12 +150,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         server.stop()
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.url) as client:
-        yield client
-
-
 def add_sub(client: triton.InferenceServerClient, model: str = "good", seed: float = 1.0) -> None:
     """One add/sub request whose answer is checked."""
     first = np.full((1, COLUMNS), seed, dtype=np.float32)

@@ -50,12 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         process.stop()
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.url) as client:
-        yield client
-
-
 def test_a_model_not_in_the_repository_loads_from_the_request(
     client: triton.InferenceServerClient, tmp_path: Path
 ) -> None:

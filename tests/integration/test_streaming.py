@@ -55,12 +55,6 @@ def server(repo: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.url) as client:
-        yield client
-
-
-@pytest.fixture
 def stub(server: ServerProcess) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
     with grpc.insecure_channel(server.url) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)

@@ -41,12 +41,6 @@ def server(repository: Path) -> Iterator[ServerProcess]:
         process.stop()
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.url) as client:
-        yield client
-
-
 def _mixed_request() -> service_pb2.ModelInferRequest:
     """INPUT0 in typed contents, INPUT1 in raw_input_contents (grpc_explicit_*_content_client)."""
     request = service_pb2.ModelInferRequest(model_name="simple")
