@@ -11,3 +11,9 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 bash scripts/install_perf_analyzer.sh
 bash scripts/install_kubectl.sh
+# The KServe Python SDK, in its own environment: tests/deploy/test_kserve.py loads the KServe
+# manifests into its models.
+bash benchmarks/peers/setup.sh kserve
+# An MLflow tracking server, in its own environment: tests/integration/test_mlflow_registry.py.
+bash scripts/install_mlflow.sh
+bash scripts/install_debian_tools.sh || echo "[install_dev] Prometheus or docker-compose not installed: their tests will skip or fail"

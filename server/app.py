@@ -24,7 +24,9 @@ from server.grpc_api.threads import SlotPool
 from server.http_api.server import HttpFrontEnd
 from server.models.loader import LoadOptions
 from server.models.manager import ModelManager
+from server.models.mlflow_source import MlflowOptions, MlflowRepository
 from server.models.registry import ModelRegistry
+from server.models.repository import ModelRepository
 from server.models.watcher import RepositoryWatcher
 from server.observability.metrics import ModelRow, ModelStateCollector, ServerMetrics
 from server.observability.tracing import Tracing
@@ -55,6 +57,7 @@ class TensorgateServer:
         self.tracing = Tracing(
             settings.trace_exporter, settings.trace_sample_ratio, processors=span_processors
         )
+        self.models_on_disk = _model_source(settings)
         self.models = ModelManager(
             self.registry,
             LoadOptions(
@@ -62,7 +65,7 @@ class TensorgateServer:
                 metrics=self.metrics,
                 tracing=self.tracing,
             ),
-            settings.model_repository,
+            self.models_on_disk,
             on_readiness=self._model_readiness,
         )
         self.plane = DataPlane(
@@ -75,7 +78,7 @@ class TensorgateServer:
             max_inflight_bytes=settings.max_inflight_bytes,
         )
         self.watcher = (
-            RepositoryWatcher(settings.model_repository, self.models, settings.repository_poll_s)
+            RepositoryWatcher(self.models_on_disk, self.models, settings.repository_poll_s)
             if settings.model_control_mode == "poll"
             else None
         )
@@ -91,7 +94,7 @@ class TensorgateServer:
         settings = self.settings
         log.info(
             "model repository: %s (model control mode %s)",
-            settings.model_repository,
+            self.models_on_disk.root,
             settings.model_control_mode,
         )
         limits = RequestLimits(
@@ -125,6 +128,8 @@ class TensorgateServer:
             self.http_port = self.http.port
         if self.metrics is not None:
             self.metrics.add_collector(ModelStateCollector(self._model_rows))
+            if isinstance(self.models_on_disk, MlflowRepository):
+                self.metrics.add_collector(self.models_on_disk.collector())
             if self.metrics.worker is None:  # a --workers child's metrics are its parent's to serve
                 self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
                 log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)
@@ -256,3 +261,22 @@ class TensorgateServer:
         if missing:
             log.error("--load-model names models not in the repository: %s", ", ".join(missing))
         return [name for name in on_disk if name in settings.load_models]
+
+
+def _model_source(settings: ServerSettings) -> ModelRepository:
+    """Where models come from: an MLflow registry when one is named, else the repository."""
+    if not settings.mlflow_tracking_uri:
+        return ModelRepository(settings.model_repository, settings.model_name)
+    cache_dir = settings.mlflow_cache_dir
+    if settings.worker_index is not None:  # a cache is one process's: each worker has its own
+        cache_dir = cache_dir / f"worker-{settings.worker_index}"
+    return MlflowRepository(
+        MlflowOptions(
+            tracking_uri=settings.mlflow_tracking_uri,
+            cache_dir=cache_dir,
+            models=settings.mlflow_models,
+            alias=settings.mlflow_alias,
+            second_alias=settings.mlflow_second_alias,
+            cache_max_bytes=settings.mlflow_cache_max_bytes,
+        )
+    )

@@ -96,7 +96,54 @@ _SERVE_OPTIONS = (
         "model_repository",
         Path,
         "directory of models in Triton's layout (<model>/[config.pbtxt], <model>/<version>/"
-        "model.onnx); default: the bundled example models",
+        "model.onnx), or holding one model file at its top (KServe's /mnt/models for a "
+        "storageUri naming one file: one model, version 1); default: the bundled example models",
+    ),
+    _Option(
+        "--model-name",
+        "model_name",
+        str,
+        "the served name of a repository holding one model file at its top (under KServe: "
+        "{{.Name}}, the InferenceService's name); default: the file's name without .onnx",
+    ),
+    _Option(
+        "--mlflow-tracking-uri",
+        "mlflow_tracking_uri",
+        str,
+        "serve from this MLflow tracking server's Model Registry instead of --model-repository "
+        "(http(s)://host:port; credentials from MLFLOW_TRACKING_TOKEN or "
+        "MLFLOW_TRACKING_USERNAME/PASSWORD; needs pip install 'tensorgate[mlflow]')",
+    ),
+    _Option(
+        "--mlflow-models",
+        "mlflow_models",
+        _name_list,
+        "registered models to serve (comma-separated); default: those tagged tensorgate.serve=true",
+    ),
+    _Option(
+        "--mlflow-alias",
+        "mlflow_alias",
+        str,
+        "the alias whose version each model serves (a model without it serves its newest)",
+    ),
+    _Option(
+        "--mlflow-second-alias",
+        "mlflow_second_alias",
+        str,
+        "a second alias served beside the first (e.g. challenger), by its version number",
+    ),
+    _Option(
+        "--mlflow-cache-dir",
+        "mlflow_cache_dir",
+        Path,
+        "where registry versions are downloaded (kept across restarts; served from when the "
+        "registry is down)",
+    ),
+    _Option(
+        "--mlflow-cache-max-bytes",
+        "mlflow_cache_max_bytes",
+        int,
+        "bound of the artifact cache; the least recently used versions not served go first",
     ),
     _Option(
         "--model-control-mode",

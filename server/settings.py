@@ -17,6 +17,18 @@ class ServerSettings:
     """Everything `tensorgate serve` can be told; every field has a TENSORGATE_* variable."""
 
     model_repository: Path = BUNDLED_MODELS
+    # The served name of a repository holding one model file at its top (KServe's
+    # /mnt/models); default: the file's stem. Triton's layout names models by directory.
+    model_name: str = ""
+    # Serve from an MLflow Model Registry instead of model_repository (server/models/
+    # mlflow_source.py): its tracking server, the registered models (none: those tagged
+    # tensorgate.serve=true), the aliases served, and the local artifact cache.
+    mlflow_tracking_uri: str = ""
+    mlflow_models: tuple[str, ...] = ()
+    mlflow_alias: str = "champion"
+    mlflow_second_alias: str = ""
+    mlflow_cache_dir: Path = Path.home() / ".cache" / "tensorgate" / "mlflow"
+    mlflow_cache_max_bytes: int = 10 << 30
     # none: load everything at start, never change; poll: follow the repository on disk;
     # explicit: load what load_models names, then only on RepositoryModelLoad/Unload calls.
     model_control_mode: str = "none"

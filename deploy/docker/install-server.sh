@@ -33,7 +33,9 @@ import tomllib
 
 wanted = sys.argv[1]
 with open("pyproject.toml", "rb") as file:
-    dependencies = tomllib.load(file)["project"]["dependencies"]
+    project = tomllib.load(file)["project"]
+# The image exports traces over OTLP (--trace-exporter otlp) without another install.
+dependencies = project["dependencies"] + project["optional-dependencies"]["otlp"]
 bounds = set()
 for requirement in dependencies:
     spec = requirement.partition(";")[0].strip()
@@ -58,6 +60,7 @@ rm -f "${requirements}"
 # The environment must start the server: import what `tensorgate serve` imports.
 "${VIRTUAL_ENV}/bin/tensorgate" --version
 "${python}" -c "import onnxruntime, server.app; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
+"${python}" -c "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter"
 
 # The health check the image runs (Dockerfile HEALTHCHECK) lives beside the environment.
 cp deploy/docker/healthcheck.py "${VIRTUAL_ENV}/healthcheck.py"

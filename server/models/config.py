@@ -52,6 +52,9 @@ DRIFT_REFERENCE_ROWS = "drift_reference_rows"
 DRIFT_PROFILE = "drift_profile"  # path relative to the model directory
 DEFAULT_DRIFT_PROFILE = "drift_profile.json"
 MAX_QUEUED_REQUESTS = "max_queued_requests"
+# Parameters a model source sets for operators to read (the MLflow registry's version, aliases
+# and run id: server/models/mlflow_source.py); no runtime reads them.
+SOURCE_PARAMETER_PREFIX = "mlflow."
 KNOWN_PARAMETERS = frozenset(
     {
         INTRA_OP_THREADS,
@@ -342,7 +345,9 @@ def unsupported_fields(config: mc.ModelConfig) -> list[str]:
     found.extend(_unsupported_optimization(config.optimization))
     if config.backend in ("", BACKEND):  # other runtimes read their own parameters
         found.extend(
-            f"parameters.{key}" for key in sorted(config.parameters) if key not in KNOWN_PARAMETERS
+            f"parameters.{key}"
+            for key in sorted(config.parameters)
+            if key not in KNOWN_PARAMETERS and not key.startswith(SOURCE_PARAMETER_PREFIX)
         )
     return found
 

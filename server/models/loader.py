@@ -40,7 +40,15 @@ class LoadOptions:
 
 
 def read_given_config(source: ModelSource) -> mc.ModelConfig | None:
-    return model_config.read_config_file(source.config_path) if source.config_path else None
+    given = model_config.read_config_file(source.config_path) if source.config_path else None
+    if source.model_file:
+        # One-file layout: the layout names the model (a config copied beside the file may
+        # name it otherwise) and its file, unless the config names the file itself.
+        given = given or mc.ModelConfig()
+        given.name = source.name
+        if not given.default_model_filename:
+            given.default_model_filename = source.model_file
+    return given
 
 
 def policy_kind(given: mc.ModelConfig | None) -> str:
@@ -148,6 +156,8 @@ def open_runtime(
     except ModelLoadError:
         runtime.close()
         raise
+    for key, value in source.version_parameters.get(version, {}).items():
+        config.parameters[key].string_value = value
     return config, runtime
 
 

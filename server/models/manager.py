@@ -45,7 +45,7 @@ class ModelManager:
         self,
         registry: ModelRegistry,
         options: LoadOptions,
-        repository_root: Path,
+        models_on_disk: repository.ModelRepository,
         on_readiness: ReadinessListener | None = None,
     ) -> None:
         """on_readiness(model, ready) is told of every model whose readiness may have changed
@@ -53,19 +53,23 @@ class ModelManager:
         self._registry = registry
         self._on_readiness = on_readiness
         self._options = options
-        self._root = repository_root
+        self._repository = models_on_disk
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
         # At shutdown: when draining must end, and whether some version had to be abandoned.
         self._deadline_s: float | None = None
         self._abandoned = False
-        # What each serving version was loaded from: (config, version directory) fingerprints.
-        self._loaded_from: dict[str, dict[int, tuple[object, Fingerprint]]] = {}
+        # What each serving version was loaded from: (config, version directory) fingerprints
+        # and the parameters its source gave it.
+        self._loaded_from: dict[str, dict[int, Origin]] = {}
         # Models loaded from files in a load request: the directory each serves from.
         self._uploaded: dict[str, Path] = {}
 
     def model_names_on_disk(self) -> list[str]:
-        return sorted(repository.discover(self._root))
+        return sorted(self._repository.discover())
+
+    def _on_disk(self, name: str) -> bool:
+        return self._repository.source(name) is not None
 
     def load(
         self,
@@ -82,7 +86,9 @@ class ModelManager:
 
         Raises ModelLoadError when the model ends up with nothing serving.
         """
-        if files is None and not (self._root / name).is_dir() and not self._registry.entries(name):
+        if files is None:
+            self._repository.refresh(name)
+        if files is None and not self._on_disk(name) and not self._registry.entries(name):
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
         with self._lock_of(name):
             staged = uploads.stage(name, files) if files is not None else None
@@ -135,14 +141,18 @@ class ModelManager:
     def index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model in the repository or the registry, one entry per known version."""
         entries = []
+        problems = self._repository.problems()
         for name in sorted(set(self.model_names_on_disk()) | set(self._registry.names())):
             versions = self._registry.entries(name)
+            problem = problems.get(name, "")
             if not versions and not ready_only:
-                entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE.value, "not loaded"))
+                reason = "; ".join(r for r in ("not loaded", problem) if r)
+                entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE.value, reason))
             for version, entry in versions.items():
                 if ready_only and entry.state is not ModelState.READY:
                     continue
-                entries.append(IndexEntry(name, str(version), entry.state.value, entry.reason))
+                reason = "; ".join(r for r in (entry.reason, problem) if r)
+                entries.append(IndexEntry(name, str(version), entry.state.value, reason))
         return entries
 
     # ---------------------------------------------------------------------------------------------
@@ -150,10 +160,13 @@ class ModelManager:
     def _load_locked(
         self, name: str, config_override: mc.ModelConfig | None, staged: Path | None = None
     ) -> None:
-        model_dir = staged or self._root / name
-        if not model_dir.is_dir():
+        source = (
+            repository.read_model_dir(staged)
+            if staged is not None
+            else self._repository.source(name)
+        )
+        if source is None:
             raise ModelNotFoundError(f"no model directory '{name}' in the model repository")
-        source = repository.read_model_dir(model_dir)
         serving_before = self._registry.serving(name)
         try:
             given = (
@@ -173,7 +186,7 @@ class ModelManager:
         loaded_from = self._loaded_from.setdefault(name, {})
         failures = []
         for version in wanted:
-            origin = (config_key, repository.directory_fingerprint(source.version_paths[version]))
+            origin = _origin(config_key, source, version)
             if version in serving_before and loaded_from.get(version) == origin:
                 # Unchanged since it loaded: a note of a failed reload in between (a broken
                 # config fixed back) no longer applies.
@@ -205,7 +218,7 @@ class ModelManager:
         source: repository.ModelSource,
         given: mc.ModelConfig | None,
         wanted: list[int],
-        loaded_from: dict[int, tuple[object, Fingerprint]],
+        loaded_from: dict[int, Origin],
     ) -> None:
         """Under a `latest` policy, when newer versions failed and fewer versions serve than the
         policy asks for, serve the newest older versions that load instead: a broken new
@@ -221,10 +234,7 @@ class ModelManager:
                 self._load_version(source, version, given, replacing=False)
             except TensorgateError:
                 continue
-            loaded_from[version] = (
-                config_key,
-                repository.directory_fingerprint(source.version_paths[version]),
-            )
+            loaded_from[version] = _origin(config_key, source, version)
             log.warning(
                 "model '%s': serving version %d instead of the newer version(s) that failed",
                 source.name,
@@ -280,7 +290,8 @@ class ModelManager:
                     name, version, f"reload failed, still serving the previous load: {error}"
                 )
             return
-        source_versions = list(repository.read_model_dir(self._root / name).version_paths) or [1]
+        source = self._repository.source(name)
+        source_versions = list(source.version_paths if source is not None else ()) or [1]
         for version in source_versions:
             self._registry.mark(name, version, ModelState.UNAVAILABLE, str(error))
 
@@ -307,3 +318,15 @@ def _load_failure(error: Exception) -> str:
         where = f" {error.filename}" if error.filename else ""
         return f"cannot read{where}: {error.strerror or error}"
     return "unexpected load failure"
+
+
+Origin = tuple[object, Fingerprint, tuple[tuple[str, str], ...]]
+
+
+def _origin(config_key: object, source: repository.ModelSource, version: int) -> Origin:
+    """What a version is loaded from: a change in any part reloads it."""
+    return (
+        config_key,
+        repository.directory_fingerprint(source.version_paths[version]),
+        tuple(sorted(source.version_parameters.get(version, {}).items())),
+    )

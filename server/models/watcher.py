@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Protocol
 
 from runtimes.errors import TensorgateError
@@ -26,8 +25,10 @@ class ModelControl(Protocol):
 
 
 class RepositoryWatcher:
-    def __init__(self, root: Path, models: ModelControl, interval_s: float) -> None:
-        self._root = root
+    def __init__(
+        self, models_on_disk: repository.ModelRepository, models: ModelControl, interval_s: float
+    ) -> None:
+        self._repository = models_on_disk
         self._models = models
         self._interval_s = interval_s
         # None marks a model directory that could not be read this scan: never stable, never
@@ -86,7 +87,8 @@ class RepositoryWatcher:
 
     def _snapshot(self) -> dict[str, ModelFingerprint | None]:
         try:
-            sources = repository.discover(self._root)
+            self._repository.poll()
+            sources = self._repository.discover()
         except OSError as error:
             log.error("poll: cannot read the model repository: %s", error)
             return dict(self._previous)

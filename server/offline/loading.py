@@ -49,14 +49,14 @@ def open_model(
     ModelNotFoundError lists what the repository or the model has."""
     if not model_repository.is_dir():
         raise ModelNotFoundError(f"model repository {model_repository} is not a directory")
-    path = model_repository / name
-    if name.startswith(".") or path.parent != model_repository or not path.is_dir():
-        models = sorted(repository.discover(model_repository))
+    models_on_disk = repository.ModelRepository(model_repository)
+    source = models_on_disk.source(name)
+    if source is None:
+        models = sorted(models_on_disk.discover())
         raise ModelNotFoundError(
             f"no model '{name}' in {model_repository}; "
             + (f"its models are {', '.join(models)}" if models else "it holds no models")
         )
-    source = repository.read_model_dir(path)
     available = list(source.version_paths)
     if not available:
         raise ModelLoadError(f"model '{name}' has no numbered version directory")

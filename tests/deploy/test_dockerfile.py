@@ -178,6 +178,7 @@ def test_builder_installs_a_lean_cpu_environment(built_image: BuiltImage) -> Non
     site = next((venv / "lib").glob("python3.*/site-packages"))
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert {"tensorgate", "onnxruntime", "grpcio", "numpy"} <= installed
+    assert "opentelemetry_exporter_otlp_proto_grpc" in installed  # --trace-exporter otlp
     assert "onnxruntime_gpu" not in installed  # the CPU image takes the CPU build
     assert "pip" not in installed and "setuptools" not in installed  # no build tools
     assert not any(p.name.startswith("tritonclient") for p in site.iterdir())  # no test extras

@@ -36,20 +36,25 @@ def send(client: triton.InferenceServerClient, mean: float, batches: int, seed: 
         client.infer("tabular_classifier", [features])
 
 
-def test_shifted_traffic_raises_drift_and_unshifted_traffic_does_not(
-    tmp_path: Path, start_server
-) -> None:
-    model_dir = tmp_path / "tabular_classifier"
+def write_drift_model(repository: Path) -> None:
+    """The bundled tabular_classifier with drift on, profiled by `tensorgate profile` on a
+    standard normal sample (a 200-row window: 10 requests of 20 rows fill it)."""
+    model_dir = repository / "tabular_classifier"
     shutil.copytree(REPO_ROOT / "server/example_models/tabular_classifier", model_dir)
     (model_dir / "config.pbtxt").write_text(DRIFT_CONFIG)
-    sample = tmp_path / "sample.npy"
+    sample = repository / "sample.npy"
     np.save(sample, np.random.default_rng(1).normal(0, 1, size=(2000, 16)).astype(np.float32))
 
-    profiled = profile("--model-repository", str(tmp_path), "--input", str(sample))
+    profiled = profile("--model-repository", str(repository), "--input", str(sample))
     assert profiled.returncode == 0, profiled.stderr
     assert "profiled 20 features over 2000 rows" in profiled.stdout  # 16 inputs, 3 probs, label
     assert (model_dir / "drift_profile.json").is_file()
 
+
+def test_shifted_traffic_raises_drift_and_unshifted_traffic_does_not(
+    tmp_path: Path, start_server
+) -> None:
+    write_drift_model(tmp_path)
     server = start_server(tmp_path)
     labels = {"model": "tabular_classifier", "version": "1"}
     with triton.InferenceServerClient(server.url) as client:

@@ -15,6 +15,7 @@ from server.dataplane.errors import ModelNotFoundError, ModelNotReadyError
 from server.models.loader import LoadOptions
 from server.models.manager import ModelManager
 from server.models.registry import ModelRegistry, ModelState
+from server.models.repository import ModelRepository
 from tests.support.fake_runtime import WAIT_S, Blocked
 from tests.support.model_factory import write_add_sub_model, write_config, write_corrupt_model
 
@@ -29,7 +30,10 @@ class Setup:
         self.registry = ModelRegistry()
         self.readiness: dict[str, bool] = {}
         self.manager = ModelManager(
-            self.registry, LoadOptions(), repo, on_readiness=self.readiness.__setitem__
+            self.registry,
+            LoadOptions(),
+            ModelRepository(repo),
+            on_readiness=self.readiness.__setitem__,
         )
 
     def health_of(self, name: str) -> bool:

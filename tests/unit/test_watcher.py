@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from server.models.repository import ModelRepository
 from server.models.watcher import RepositoryWatcher
 
 
@@ -31,7 +32,7 @@ def scans(watcher: RepositoryWatcher, count: int) -> None:
 
 def test_a_new_model_is_loaded_once_its_directory_is_stable(tmp_path: Path) -> None:
     control = RecordingControl()
-    watcher = RepositoryWatcher(tmp_path, control, interval_s=1)
+    watcher = RepositoryWatcher(ModelRepository(tmp_path), control, interval_s=1)
     watcher.mark_applied()
     write(tmp_path / "m" / "1" / "model.onnx", b"model")
     scans(watcher, 1)
@@ -45,7 +46,7 @@ def test_a_new_model_is_loaded_once_its_directory_is_stable(tmp_path: Path) -> N
 def test_a_version_directory_being_copied_is_left_alone_until_complete(tmp_path: Path) -> None:
     control = RecordingControl()
     write(tmp_path / "m" / "1" / "model.onnx", b"v1")
-    watcher = RepositoryWatcher(tmp_path, control, interval_s=1)
+    watcher = RepositoryWatcher(ModelRepository(tmp_path), control, interval_s=1)
     watcher.mark_applied()
     for chunk in (b"part-1", b"part-2", b"part-3"):
         write(tmp_path / "m" / "2" / "model.onnx", chunk)  # the copy goes on between scans
@@ -59,7 +60,7 @@ def test_a_changed_config_reloads_and_a_removed_model_unloads(tmp_path: Path) ->
     control = RecordingControl()
     write(tmp_path / "m" / "1" / "model.onnx", b"v1")
     write(tmp_path / "m" / "config.pbtxt", b"max_batch_size: 8\n")
-    watcher = RepositoryWatcher(tmp_path, control, interval_s=1)
+    watcher = RepositoryWatcher(ModelRepository(tmp_path), control, interval_s=1)
     watcher.mark_applied()
     write(tmp_path / "m" / "config.pbtxt", b"# changed\n")
     scans(watcher, 2)
@@ -74,14 +75,16 @@ def test_a_changed_config_reloads_and_a_removed_model_unloads(tmp_path: Path) ->
 def test_models_present_at_start_are_not_loaded_again(tmp_path: Path) -> None:
     control = RecordingControl()
     write(tmp_path / "a" / "1" / "model.onnx", b"a")
-    watcher = RepositoryWatcher(tmp_path, control, interval_s=1)
+    watcher = RepositoryWatcher(ModelRepository(tmp_path), control, interval_s=1)
     watcher.mark_applied()
     scans(watcher, 3)
     assert control.calls == []
 
 
 def test_stop_ends_the_poll_loop() -> None:
-    watcher = RepositoryWatcher(Path("/nonexistent"), RecordingControl(), interval_s=3600)
+    watcher = RepositoryWatcher(
+        ModelRepository(Path("/nonexistent")), RecordingControl(), interval_s=3600
+    )
     watcher.start()
     watcher.stop(timeout_s=5)
     assert watcher._thread is not None and not watcher._thread.is_alive()
