@@ -10,6 +10,10 @@
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
 #     --build-arg ONNXRUNTIME=onnxruntime-gpu .
 #
+# With MLflow's client, to serve from an MLflow Model Registry (docs/mlflow.md):
+#
+#   docker build -t tensorgate:0.1.0-mlflow --build-arg EXTRAS=mlflow .
+#
 # Run it with a model repository (Triton's layout) mounted at /models; without one it serves
 # the bundled example models:
 #
@@ -41,6 +45,8 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 ARG ONNXRUNTIME=onnxruntime
+# Optional parts, as pyproject extras: e.g. --build-arg EXTRAS=mlflow for --mlflow-tracking-uri.
+ARG EXTRAS=
 ENV VIRTUAL_ENV=/opt/tensorgate \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -50,7 +56,7 @@ COPY server/ server/
 COPY batching/ batching/
 COPY runtimes/ runtimes/
 COPY deploy/docker/ deploy/docker/
-RUN ONNXRUNTIME="${ONNXRUNTIME}" bash deploy/docker/install-server.sh
+RUN ONNXRUNTIME="${ONNXRUNTIME}" EXTRAS="${EXTRAS}" bash deploy/docker/install-server.sh
 
 # --- the image: the runtime base, the environment, a non-root user ---------------------------
 FROM base

@@ -6,6 +6,7 @@
 # Environment:
 #   VIRTUAL_ENV  where the environment goes (the final stage copies it from the same path)
 #   ONNXRUNTIME  onnxruntime (CPU image) or onnxruntime-gpu (GPU image)
+#   EXTRAS       pyproject extras to add, comma-separated (e.g. mlflow); default none
 #   PYTHON       the interpreter to build it with (default python3)
 set -euo pipefail
 : "${VIRTUAL_ENV:?set VIRTUAL_ENV}" "${ONNXRUNTIME:?set ONNXRUNTIME}"
@@ -21,33 +22,10 @@ esac
 python="${VIRTUAL_ENV}/bin/python"
 pip=("${python}" -m pip --no-input --disable-pip-version-check)
 
-# Its dependencies as pyproject.toml declares them, with onnxruntime as this image wants it:
-# pyproject.toml asks for onnxruntime-gpu on Linux x86_64/aarch64 (it runs on the CPU too, but
-# is ten times the size of the CPU build), so the CPU image takes onnxruntime at the same version
-# bound instead. Both install the same `onnxruntime` module.
+# Its dependencies, the OTLP exporter, the extras asked for, and onnxruntime as this image wants
+# it (deploy/docker/requirements.py says how).
 requirements="$(mktemp)"
-"${python}" - "${ONNXRUNTIME}" >"${requirements}" <<'PY'
-import re
-import sys
-import tomllib
-
-wanted = sys.argv[1]
-with open("pyproject.toml", "rb") as file:
-    project = tomllib.load(file)["project"]
-# The image exports traces over OTLP (--trace-exporter otlp) without another install.
-dependencies = project["dependencies"] + project["optional-dependencies"]["otlp"]
-bounds = set()
-for requirement in dependencies:
-    spec = requirement.partition(";")[0].strip()
-    name = re.match(r"[A-Za-z0-9._-]+", spec).group(0)
-    if re.sub(r"[-_.]+", "-", name.lower()) in ("onnxruntime", "onnxruntime-gpu"):
-        bounds.add(spec[len(name) :].strip())
-    else:
-        print(requirement)
-if len(bounds) != 1:
-    sys.exit(f"install-server.sh: expected one onnxruntime version bound, found {sorted(bounds)}")
-print(wanted + bounds.pop())
-PY
+"${python}" deploy/docker/requirements.py "${ONNXRUNTIME}" "${EXTRAS:-}" >"${requirements}"
 echo "install-server.sh: installing the dependencies:"
 sed 's/^/  /' "${requirements}"
 "${pip[@]}" install --requirement "${requirements}" --constraint deploy/docker/constraints.txt

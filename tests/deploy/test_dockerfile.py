@@ -98,7 +98,7 @@ def test_build_args_select_cpu_or_gpu(dockerfile: df.Dockerfile) -> None:
     assert dockerfile.global_arg_defaults() == {"BASE_IMAGE": "python:3.11-slim-bookworm"}
     assert dockerfile.stage("base").base == "${BASE_IMAGE}"
     builder_args = dict(i.arguments.split("=", 1) for i in dockerfile.stage("builder").all("ARG"))
-    assert builder_args == {"ONNXRUNTIME": "onnxruntime"}
+    assert builder_args == {"ONNXRUNTIME": "onnxruntime", "EXTRAS": ""}
     header = DOCKERFILE.read_text()
     assert re.search(r"--build-arg BASE_IMAGE=nvidia/cuda:[\w.]+-cudnn-runtime-ubuntu", header)
     assert "--build-arg ONNXRUNTIME=onnxruntime-gpu" in header
@@ -112,6 +112,33 @@ def test_build_args_select_cpu_or_gpu(dockerfile: df.Dockerfile) -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "must be onnxruntime or onnxruntime-gpu" in result.stderr
+
+
+def image_requirements(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["python3", "deploy/docker/requirements.py", *args],
+        cwd=REPO_ROOT,
+        env={"PATH": IMAGE_PATH},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_build_arg_extras_adds_pyproject_extras_to_the_image() -> None:
+    """EXTRAS=mlflow (documented in the header) puts MLflow's client in the image; the OTLP
+    exporter is always there; an unknown extra stops the build, naming the known ones."""
+    assert "--build-arg EXTRAS=mlflow" in DOCKERFILE.read_text()
+    names = [
+        re.match(r"[A-Za-z0-9._-]+", line).group(0)  # type: ignore[union-attr]
+        for line in image_requirements("onnxruntime").stdout.splitlines()
+    ]
+    assert "opentelemetry-exporter-otlp-proto-grpc" in names and "onnxruntime" in names
+    assert "mlflow-skinny" not in names
+    with_mlflow = image_requirements("onnxruntime", "mlflow").stdout
+    assert re.search(r"^mlflow-skinny\b", with_mlflow, re.MULTILINE)
+    refused = image_requirements("onnxruntime", "mlflow,nope")
+    assert refused.returncode != 0 and "no extra nope" in refused.stderr
 
 
 def test_dockerignore_keeps_the_context_to_what_is_copied() -> None:
