@@ -28,7 +28,12 @@ from server.models.mlflow_source import MlflowOptions, MlflowRepository
 from server.models.registry import ModelRegistry
 from server.models.repository import ModelRepository
 from server.models.watcher import RepositoryWatcher
-from server.observability.metrics import ModelRow, ModelStateCollector, ServerMetrics
+from server.observability.metrics import (
+    ModelRow,
+    ModelSourceCollector,
+    ModelStateCollector,
+    ServerMetrics,
+)
 from server.observability.tracing import Tracing
 from server.security.audit import AuditLog
 from server.security.tokens import TokenStore
@@ -129,7 +134,7 @@ class TensorgateServer:
         if self.metrics is not None:
             self.metrics.add_collector(ModelStateCollector(self._model_rows))
             if isinstance(self.models_on_disk, MlflowRepository):
-                self.metrics.add_collector(self.models_on_disk.collector())
+                self.metrics.add_collector(ModelSourceCollector(self.models_on_disk.status))
             if self.metrics.worker is None:  # a --workers child's metrics are its parent's to serve
                 self.metrics_port = self.metrics.serve(settings.grpc_host, settings.metrics_port)
                 log.info("metrics on http://%s:%d/metrics", settings.grpc_host, self.metrics_port)

@@ -21,55 +21,23 @@ nothing: the view stays (across restarts too), the error shows in RepositoryInde
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 from google.protobuf import text_format
-from prometheus_client.core import GaugeMetricFamily
 
 from server._proto import model_config_pb2 as mc
 from server.models import config as model_config
 from server.models.artifact_cache import ArtifactCache, CachedVersion
+from server.models.mlflow_client import MlflowRegistry, Registry, RegistryVersion, redacted
 from server.models.repository import CONFIG_FILENAME, ModelRepository, ModelSource
+from server.observability.metrics import SourceStatus
 
 log = logging.getLogger(__name__)
 
-SERVE_TAG = "tensorgate.serve"  # registered models tagged with it ("true") are served
-# MLflow's client retries a failed call for minutes by default; a poll retries soon anyway, and
-# a registry that is down must not hold up a load. A server logs no progress bars and sends no
-# usage telemetry. The user's own settings win.
-_CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
-_BACKOFF_MAX_S = 300.0
-
-
-@dataclass(frozen=True)
-class RegistryVersion:
-    model: str
-    version: int
-    run_id: str
-    source: str
-
-
-class Registry(Protocol):
-    """What tensorgate asks of a model registry."""
-
-    def served_models(self) -> list[str]: ...
-
-    def version_by_alias(self, model: str, alias: str) -> RegistryVersion | None: ...
-
-    def newest_version(self, model: str) -> RegistryVersion | None: ...
-
-    def download(self, version: RegistryVersion, directory: Path) -> None: ...
+_BACKOFF_MAX_S = 300.0  # the longest wait between contacts with a registry that is down
 
 
 @dataclass(frozen=True)
@@ -81,75 +49,6 @@ class MlflowOptions:
     second_alias: str = ""  # e.g. challenger: served beside the first, by its version number
     cache_max_bytes: int = 10 << 30
     retry_s: float = 5.0  # first wait after a failed contact; doubles up to 5 minutes
-
-
-def redacted(uri: str) -> str:
-    """`uri` without credentials, for logs and messages."""
-    scheme, sep, rest = uri.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else uri
-
-
-class MlflowRegistry:
-    """Registry on MLflow's client (mlflow-skinny; credentials from MLflow's environment
-    variables: MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD)."""
-
-    def __init__(self, tracking_uri: str, models: tuple[str, ...]) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError as error:
-            raise RuntimeError(
-                "serving from an MLflow registry needs MLflow's client: "
-                "pip install 'tensorgate[mlflow]'"
-            ) from error
-        for key, value in _CLIENT_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        self._uri = tracking_uri
-        self._models = models
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    def served_models(self) -> list[str]:
-        if self._models:
-            return list(self._models)
-        names, token = [], None
-        while True:
-            page = self._client.search_registered_models(
-                filter_string=f"tags.`{SERVE_TAG}` = 'true'", page_token=token
-            )
-            names += [model.name for model in page]
-            token = page.token
-            if not token:
-                return sorted(names)
-
-    def version_by_alias(self, model: str, alias: str) -> RegistryVersion | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self._client.get_model_version_by_alias(model, alias)
-        except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None  # no such alias (or model): not a failure to reach the registry
-            raise
-        return self._version(found)
-
-    def newest_version(self, model: str) -> RegistryVersion | None:
-        versions = self._client.search_model_versions(f"name = '{model}'")
-        return self._version(max(versions, key=lambda v: int(v.version))) if versions else None
-
-    def download(self, version: RegistryVersion, directory: Path) -> None:
-        from mlflow.artifacts import download_artifacts
-
-        download_artifacts(
-            artifact_uri=f"models:/{version.model}/{version.version}",
-            dst_path=str(directory),
-            tracking_uri=self._uri,
-            registry_uri=self._uri,
-        )
-
-    @staticmethod
-    def _version(found: Any) -> RegistryVersion:
-        return RegistryVersion(
-            found.name, int(found.version), found.run_id or "", found.source or ""
-        )
 
 
 class InvalidArtifact(Exception):
@@ -221,18 +120,15 @@ class MlflowRepository(ModelRepository):
 
     # status, for metrics ----------------------------------------------------------------------
 
-    def collector(self) -> RegistryCollector:
-        return RegistryCollector(self)
-
-    def status(self) -> tuple[bool, int, list[tuple[str, ServedVersion]]]:
-        """(registry reachable at the last contact, failures in a row, served versions)."""
+    def status(self) -> SourceStatus:
+        """For metrics: is the registry reachable, and what each served version is."""
         with self._state_lock:
             served = [
-                (name, entry)
+                (name, str(version), ",".join(entry.aliases), entry.registry.run_id)
                 for name, versions in self._served.items()
-                for entry in versions.values()
+                for version, entry in versions.items()
             ]
-            return not self._registry_error, self._failures, served
+            return SourceStatus("mlflow", not self._registry_error, self._failures, served)
 
     # ------------------------------------------------------------------------------------------
 
@@ -455,35 +351,3 @@ def _view_config(name: str, artifact: Path) -> mc.ModelConfig:
     config.default_model_filename = _model_file(artifact).name
     config.version_policy.all.SetInParent()
     return config
-
-
-class RegistryCollector:
-    """Scrape-time gauges: is the registry reachable, and which registry version (alias, run)
-    each served version is."""
-
-    def __init__(self, repository: MlflowRepository) -> None:
-        self._repository = repository
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        reachable, failures, served = self._repository.status()
-        up = GaugeMetricFamily(
-            "tensorgate_model_source_up",
-            "1 when the last contact with the model registry succeeded",
-            labels=("source",),
-        )
-        up.add_metric(("mlflow",), 1.0 if reachable else 0.0)
-        failed = GaugeMetricFamily(
-            "tensorgate_model_source_failures",
-            "Failed contacts with the model registry in a row",
-            labels=("source",),
-        )
-        failed.add_metric(("mlflow",), float(failures))
-        info = GaugeMetricFamily(
-            "tensorgate_model_source_info",
-            "1 for each served version: its registry version, aliases and training run",
-            labels=("model", "version", "source", "aliases", "run_id"),
-        )
-        for name, entry in served:
-            labels = (name, str(entry.registry.version), "mlflow", ",".join(entry.aliases))
-            info.add_metric((*labels, entry.registry.run_id), 1.0)
-        yield from (up, failed, info)

@@ -458,3 +458,44 @@ class _GpuCollector:
             )
             used.add_metric((str(index),), float(nvml.nvmlDeviceGetMemoryInfo(handle).used))
         yield from (utilisation, used)
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """Where models come from, when that is a registry (server/models/mlflow_source.py)."""
+
+    source: str  # "mlflow"
+    reachable: bool  # the last contact succeeded
+    failures: int  # failed contacts in a row
+    served: list[tuple[str, str, str, str]]  # (model, version, aliases, run id) of each
+
+
+class ModelSourceCollector:
+    """Scrape-time gauges of a model registry: reachable or not, and which registry version
+    (aliases, training run) each served version is."""
+
+    def __init__(self, status: Callable[[], SourceStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self._status()
+        up = GaugeMetricFamily(
+            "tensorgate_model_source_up",
+            "1 when the last contact with the model registry succeeded",
+            labels=("source",),
+        )
+        up.add_metric((status.source,), 1.0 if status.reachable else 0.0)
+        failed = GaugeMetricFamily(
+            "tensorgate_model_source_failures",
+            "Failed contacts with the model registry in a row",
+            labels=("source",),
+        )
+        failed.add_metric((status.source,), float(status.failures))
+        info = GaugeMetricFamily(
+            "tensorgate_model_source_info",
+            "1 for each served version: its registry version, aliases and training run",
+            labels=("model", "version", "source", "aliases", "run_id"),
+        )
+        for model, version, aliases, run_id in status.served:
+            info.add_metric((model, version, status.source, aliases, run_id), 1.0)
+        yield from (up, failed, info)

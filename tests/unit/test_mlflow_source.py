@@ -15,13 +15,8 @@ import pytest
 
 from server.models import mlflow_source
 from server.models.artifact_cache import MANIFEST, ArtifactCache
-from server.models.mlflow_source import (
-    MlflowOptions,
-    MlflowRegistry,
-    MlflowRepository,
-    RegistryVersion,
-    redacted,
-)
+from server.models.mlflow_client import MlflowRegistry, RegistryVersion, redacted
+from server.models.mlflow_source import MlflowOptions, MlflowRepository
 from tests.support.model_factory import CORRUPT_MODEL_BYTES, write_add_sub_model
 
 
@@ -129,20 +124,22 @@ def test_a_registry_that_is_down_is_retried_with_back_off_and_changes_nothing(
     syncs = repository.syncs
     assert served(repository, "m") == [1]
     assert "registry unreachable" in repository.problems()["m"]
-    assert repository.status()[:2] == (False, 1)
+    assert (repository.status().reachable, repository.status().failures) == (False, 1)
     now[0] += 59  # within the first wait (60 s): no contact
     assert served(repository, "m") == [1]
     assert repository.syncs == syncs + 1
     now[0] += 1
     served(repository, "m")
-    assert repository.status()[:2] == (False, 2)  # then 120 s, 240 s, ... up to 300 s
+    assert repository.status().failures == 2  # then 120 s, 240 s, ... up to 300 s
     now[0] += 119
     served(repository, "m")
     assert repository.syncs == syncs + 2
     registry.down = False
     now[0] += 1
     assert served(repository, "m") == [1]
-    assert repository.problems() == {} and repository.status()[:2] == (True, 0)
+    assert repository.problems() == {}
+    assert (repository.status().reachable, repository.status().failures) == (True, 0)
+    assert repository.status().served == [("m", "1", "", "")]
 
 
 def test_a_restart_serves_the_view_from_the_cache_without_the_registry(
