@@ -16,4 +16,4 @@ bash scripts/install_kubectl.sh
 bash benchmarks/peers/setup.sh kserve
 # An MLflow tracking server, in its own environment: tests/integration/test_mlflow_registry.py.
 bash scripts/install_mlflow.sh
-bash scripts/install_debian_tools.sh || echo "[install_dev] Prometheus or docker-compose not installed: their tests will skip or fail"
+bash scripts/install_debian_tools.sh || echo "[install_dev] Prometheus or docker-compose not installed: their tests will skip"
