@@ -82,13 +82,15 @@ class MlflowRepository(ModelRepository):
         self._invalid: dict[tuple[str, int], str] = {}  # fetched and refused, with the reason
         self._next_attempt_s = 0.0
         self.syncs = 0
+        self._looked = False
         log.info("models from the MLflow registry at %s", redacted(options.tracking_uri))
 
     # ModelRepository ----------------------------------------------------------------------------
 
     def discover(self) -> dict[str, ModelSource]:
-        if self.syncs == 0:
+        if not self._looked:
             self.poll()  # the first look (at start) reads the registry
+            self._looked = True
         return {name: self._view_source(name) for name in self._view_names()}
 
     def source(self, name: str) -> ModelSource | None:
@@ -106,6 +108,10 @@ class MlflowRepository(ModelRepository):
         """A load asked for `name`: fetch what its aliases point at now."""
         with self._sync_lock:
             self._sync([name])
+            if name not in self._view_names():
+                # The load fails, saying so; a name a client made up is not kept.
+                with self._state_lock:
+                    self._problems.pop(name, None)
 
     def problems(self) -> dict[str, str]:
         with self._state_lock:
@@ -173,7 +179,7 @@ class MlflowRepository(ModelRepository):
         try:
             wanted = names if names is not None else self._registry.served_models()
             for name in wanted:
-                if "/" in name or name.startswith(".") or not name:
+                if not name or "/" in name or "'" in name or name.startswith("."):
                     self._note(name, "not served: the name cannot be a model directory")
                     continue
                 self._sync_model(name)

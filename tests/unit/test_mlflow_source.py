@@ -225,3 +225,15 @@ def test_copy_of_view_is_a_repository_in_tritons_layout(
     shutil.copytree(tmp_path / "cache" / "view", copy, symlinks=False)
     assert (copy / "m" / "1" / "model.onnx").is_file()
     assert 'default_model_filename: "model.onnx"' in (copy / "m" / "config.pbtxt").read_text()
+
+
+def test_a_load_of_a_name_the_registry_does_not_have_leaves_nothing_behind(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    registry.add("m", 1)
+    repository = source(tmp_path, registry)
+    for made_up in ("nope", "../etc", "it's"):
+        repository.refresh(made_up)
+        assert repository.source(made_up) is None
+    assert repository.problems() == {}
+    assert sorted(repository.discover()) == ["m"]
