@@ -49,13 +49,15 @@ class ModelRepository:
         """model_name: the served name in the one-file layout (default: the file's stem)."""
         self.root = root
         self.model_name = model_name
+        self._warned = False
 
     def discover(self) -> dict[str, ModelSource]:
         """Every model in the repository, by name."""
         single = self._single_model()
         if single is not None:
             return {single.name: single}
-        if self.model_name:
+        if self.model_name and not self._warned:
+            self._warned = True  # once, not on every poll
             log.warning(
                 "--model-name '%s' is ignored: %s is in Triton's layout (no model file at its "
                 "top), where each model is named by its directory",
