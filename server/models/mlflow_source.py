@@ -20,6 +20,7 @@ nothing: the view stays (across restarts too), the error shows in RepositoryInde
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,7 +33,12 @@ from server._proto import model_config_pb2 as mc
 from server.models import config as model_config
 from server.models.artifact_cache import ArtifactCache, CachedVersion
 from server.models.mlflow_client import MlflowRegistry, Registry, RegistryVersion, redacted
-from server.models.repository import CONFIG_FILENAME, ModelRepository, ModelSource
+from server.models.repository import (
+    CONFIG_FILENAME,
+    ModelRepository,
+    ModelSource,
+    read_model_dir,
+)
 from server.observability.metrics import SourceStatus
 
 log = logging.getLogger(__name__)
@@ -146,20 +152,12 @@ class MlflowRepository(ModelRepository):
         )
 
     def _view_source(self, name: str) -> ModelSource:
-        source = ModelRepository(self.root).source(name)
-        assert source is not None
         with self._state_lock:
             served = self._served.get(name)
         if served is None:
             served = self._served_from_view(name)
         parameters = {version: _parameters(entry) for version, entry in served.items()}
-        return ModelSource(
-            source.name,
-            source.path,
-            source.config_path,
-            source.version_paths,
-            version_parameters=parameters,
-        )
+        return dataclasses.replace(read_model_dir(self.root / name), version_parameters=parameters)
 
     def _served_from_view(self, name: str) -> dict[int, ServedVersion]:
         """After a restart with the registry down: what the view links to, from the cache."""

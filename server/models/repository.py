@@ -91,9 +91,6 @@ class ModelRepository:
         RepositoryIndex; a directory on disk has none."""
         return {}
 
-    def close(self) -> None:
-        """Release what the source holds (a registry source's client)."""
-
     def _single_model(self) -> ModelSource | None:
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
