@@ -23,6 +23,7 @@ import onnx
 import pytest
 import tritonclient.grpc as triton
 from mlflow.tracking import MlflowClient
+from tritonclient.utils import InferenceServerException
 
 from tests.integration.conftest import wait_until_ready
 from tests.support.mlflow_server import MlflowServer
@@ -297,6 +298,13 @@ def test_explicit_mode_fetches_on_demand_and_serves_untagged_models_it_is_given(
         assert not client.is_model_ready("ondemand")
         client.load_model("ondemand")
         assert client.is_model_ready("ondemand", str(version))  # newest: no alias set
+        assert offset_of(client, "ondemand") == 4.0
+        # Names the registry does not have: a clear refusal, and the server goes on.
+        for missing in ("nowhere", "../ondemand"):
+            with pytest.raises(InferenceServerException) as refused:
+                client.load_model(missing)
+            assert refused.value.status() == "StatusCode.NOT_FOUND", refused.value
+            assert f"no model directory '{missing}'" in refused.value.message()
         assert offset_of(client, "ondemand") == 4.0
 
 
