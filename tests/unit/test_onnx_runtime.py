@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from runtimes import datatypes
-from runtimes.base import TensorSpec
+from runtimes.base import RuntimeSpec, TensorSpec
 from runtimes.errors import InvalidInputError, ModelExecutionError, ModelLoadError, TensorgateError
 from runtimes.io_binding import HostBuffers, IoBindingRunner
-from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions
+from runtimes.onnx import OnnxRuntime, OnnxRuntimeOptions, create
 from server._proto import grpc_service_pb2 as pb
 from server.grpc_api import codec
 from tests.support import model_factory
@@ -136,6 +136,41 @@ def test_thread_options_are_accepted(tmp_path: Path) -> None:
     )
     data = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(runtime.infer({"INPUT0": data}, ["OUTPUT0"])["OUTPUT0"], data)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({}, "0"),
+        ({"session.intra_op.allow_spinning": "1"}, "1"),
+        ({"session.intra_op.allow_spinning": "false"}, "0"),
+    ],
+)
+def test_onnxruntime_threads_spin_only_when_the_model_asks(
+    tmp_path: Path, parameters: dict[str, str], expected: str
+) -> None:
+    written = model_factory.write_identity_model(
+        tmp_path, "m", "FP32", max_batch_size=0, with_config=False
+    )
+    spec = RuntimeSpec("m", written.model_path.parent, parameters=parameters)
+    runtime = create(spec)
+    # The session's own record of what it was given (no public accessor on OnnxRuntime).
+    session_options = runtime._session.get_session_options()
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert session_options.get_session_config_entry(key) == expected
+    data = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(runtime.infer({"INPUT0": data}, ["OUTPUT0"])["OUTPUT0"], data)
+
+
+def test_a_spinning_flag_that_does_not_parse_fails_the_load_naming_it(tmp_path: Path) -> None:
+    written = model_factory.write_identity_model(
+        tmp_path, "m", "FP32", max_batch_size=0, with_config=False
+    )
+    spec = RuntimeSpec(
+        "m", written.model_path.parent, parameters={"session.intra_op.allow_spinning": "maybe"}
+    )
+    with raises(ModelLoadError, "model 'm'", "session.intra_op.allow_spinning", "'maybe'"):
+        create(spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +420,6 @@ def test_close_with_io_binding_then_infer_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_io_binding_and_cuda_graph_parameters_reach_the_providers(tmp_path: Path) -> None:
-    from runtimes.base import RuntimeSpec
     from runtimes.onnx import options_for
 
     cpu = options_for(RuntimeSpec("m", tmp_path, parameters={"io_binding": "true"}))
