@@ -6,9 +6,10 @@ and answers every request in it. A unary call has a waiter of its own; a stream 
 of its requests, which is told of each answer but never leads (a stream's thread may be held up
 by its client's flow control, and a batch holds other clients' requests).
 
-A front end can pass `hooks`: told when its thread blocks and when it resumes (the gRPC front
-end lends its thread's run slot to another call meanwhile), and `compute_hooks`, told the same
-around a batch this thread runs in the runtime (which releases the GIL: other calls can run).
+A front end can pass `hooks`: told when its thread blocks and when it resumes (it lends its
+thread's run slot to another call meanwhile), or subclass the waiter to do more there (the gRPC
+front end also watches for the client going away); and `compute_hooks`, told the same around a
+batch this thread runs in the runtime (which releases the GIL: other calls can run).
 """
 
 from __future__ import annotations
@@ -60,15 +61,21 @@ class Waiter:
         """Block until notified (at once if a notification is pending)."""
         if self._signal.acquire(blocking=False):
             return
-        hooks = self.hooks
-        if hooks is None:
-            self._signal.acquire()
-            return
-        hooks.blocking()
+        self.blocking()
         try:
             self._signal.acquire()
         finally:
-            hooks.resumed()
+            self.resumed()
+
+    def blocking(self) -> None:
+        """The waiting thread is about to block: tell `hooks` (a subclass may do more)."""
+        if self.hooks is not None:
+            self.hooks.blocking()
+
+    def resumed(self) -> None:
+        """It runs again: tell `hooks`."""
+        if self.hooks is not None:
+            self.hooks.resumed()
 
     def give(self, lead: Lead) -> None:
         """Hand this waiter's thread a batch to run."""

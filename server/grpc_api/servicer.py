@@ -246,8 +246,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         cancels the request if the client goes away while it waits), its trace context."""
         remaining = context.time_remaining()
         deadline_s = time.monotonic() + remaining if remaining < _NO_DEADLINE_S else None
-        hooks = _CallHooks(self._pool, context)
-        waiter = hooks.waiter = Waiter(hooks=hooks, compute_hooks=self._pool)
+        waiter = _CallWaiter(self._pool, context)
         headers = context.invocation_metadata() if self._trace_headers else None
         return Call(deadline_s, waiter, headers)
 
@@ -374,17 +373,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise UnsupportedError("log settings are not supported yet")
 
 
-class _CallHooks:
-    """A call's waiter hooks: lend the thread's run slot while it blocks, and on its first
-    block, ask grpc to tell the waiter if the client goes away."""
+class _CallWaiter(Waiter):
+    """A unary call's waiter: lends the thread's run slot while it blocks, and on its first
+    block asks grpc to tell it if the client goes away.
 
-    __slots__ = ("_context", "_pool", "_watching", "waiter")
+    The waiter is its own hooks, so nothing it holds holds it back: a waiter and separate hooks
+    that referred to each other made every call a reference cycle, which kept the call's grpc
+    state alive until the cyclic garbage collector came (about 50 collections a second at 2,000
+    calls a second, each ~0.5 ms, and a full one of ~30 ms every second or two; none without
+    the cycle). grpc drops the callback registered here when the call ends.
+    """
+
+    __slots__ = ("_context", "_pool", "_watching")
 
     def __init__(self, pool: SlotPool | None, context: grpc.ServicerContext) -> None:
+        super().__init__(compute_hooks=pool)
         self._pool = pool
         self._context = context
         self._watching = False
-        self.waiter: Waiter | None = None
 
     def blocking(self) -> None:
         if not self._watching:
@@ -399,10 +405,8 @@ class _CallHooks:
 
     def _terminated(self) -> None:
         """The call ended (answered, or the client went away); harmless once answered."""
-        waiter = self.waiter
-        if waiter is not None:
-            waiter.cancelled = True
-            waiter.notify()
+        self.cancelled = True
+        self.notify()
 
 
 class _StreamRequests:
