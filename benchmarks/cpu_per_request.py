@@ -8,8 +8,10 @@ Throughput on a shared 2-core machine moves with everything else running; CPU ti
 voluntary + involuntary context switches per request move much less, and say where a Python
 server loses: a server that needs more than one Python thread per request pays GIL hand-offs,
 which show as context switches. Servers run one at a time, alternating, on the tabular model:
-tensorgate, tensorgate from `--baseline` (another checkout, e.g. a git worktree), and the bare
-handlers (benchmarks/bare_server.py: grpc.aio, and the synchronous server with 2 threads).
+tensorgate, tensorgate from `--baseline` (another checkout, e.g. a git worktree), tensorgate's
+own front end with the bare handler in place of the data plane (benchmarks/front_end_floor.py,
+with one and with two run slots), and the bare handlers (benchmarks/bare_server.py: grpc.aio,
+and the synchronous server with 2 threads).
 
 The CPU is also split by thread: grpc names the threads of its C core (event_engine, ...), while
 threads that Python (and onnxruntime) start carry the process's own name. The first share runs
@@ -76,6 +78,14 @@ def servers(baseline: Path | None) -> dict[str, tuple[list[str], Path, list[str]
     found = {"tensorgate": ([*tensorgate, "--http-port", "-1"], REPO_ROOT, [MODEL])}
     if baseline is not None:
         found["tensorgate before"] = (tensorgate, baseline.resolve(), [MODEL])
+    # tensorgate's front end with the bare handler instead of the data plane (front_end_floor.py)
+    floor = [python, "-m", "benchmarks.front_end_floor", *tensorgate[3:], "--http-port", "-1"]
+    found["front end + bare handler"] = (floor, REPO_ROOT, [MODEL])
+    found["front end + bare handler, 2 run slots"] = (
+        [*floor, "--grpc-handler-threads", "2"],
+        REPO_ROOT,
+        [MODEL],
+    )
     bare = [python, "-m", "benchmarks.bare_server", "serve"]
     found["bare sync grpc, 2 threads"] = ([*bare, "--transport", "sync"], REPO_ROOT, [])
     found["bare grpc.aio"] = (bare, REPO_ROOT, [])
