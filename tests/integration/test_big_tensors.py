@@ -28,6 +28,7 @@ from tests.support.server_process import ServerProcess
 MIB = 1 << 20
 BOUND_TIMES_TENSOR = 3
 SLACK_MIB = 16  # thread stacks, allocator bookkeeping: not proportional to the tensor
+ARENA_MIB = 64  # glibc's HEAP_MAX_SIZE on 64-bit: the most one thread's malloc arena holds
 BIG_LIMITS = ["--max-message-bytes", str(1 << 30), "--max-tensor-bytes", str(1 << 30)]
 GATED_IDENTITY_CONFIG = """backend: "python"
 max_batch_size: 0
@@ -94,7 +95,11 @@ def test_a_64_mib_request_costs_at_most_three_times_its_size(
         np.testing.assert_allclose(answer, [data.sum(dtype=np.float64)], rtol=1e-3)
     assert peak_mib <= BOUND_TIMES_TENSOR * 64 + SLACK_MIB, f"peak +{peak_mib:.0f} MiB"
     # What stays is at most one tensor: onnxruntime's arena keeps the identity's output for reuse.
-    assert settled_mib <= 64 + SLACK_MIB, f"settled +{settled_mib:.0f} MiB"
+    # Over HTTP, the event loop thread's malloc arena (64 MiB at most, on 64-bit glibc) may also
+    # keep pages of the answer's send buffers: 6-60 MiB of it in /proc/PID/smaps after one
+    # request, and it does not grow with more (four requests in a row: 75-139 MiB in all).
+    kept_by_allocator = ARENA_MIB if protocol == "http" else 0
+    assert settled_mib <= 64 + kept_by_allocator + SLACK_MIB, f"settled +{settled_mib:.0f} MiB"
 
 
 @pytest.fixture()
