@@ -377,18 +377,18 @@ class _CallWaiter(Waiter):
     """A unary call's waiter: lends the thread's run slot while it blocks, and on its first
     block asks grpc to tell it if the client goes away.
 
-    The waiter is its own hooks, so nothing it holds holds it back: a waiter and separate hooks
+    Nothing the waiter holds holds it back (its hooks are the pool): a waiter and per-call hooks
     that referred to each other made every call a reference cycle, which kept the call's grpc
     state alive until the cyclic garbage collector came (about 50 collections a second at 2,000
     calls a second, each ~0.5 ms, and a full one of ~30 ms every second or two; none without
     the cycle). grpc drops the callback registered here when the call ends.
     """
 
-    __slots__ = ("_context", "_pool", "_watching")
+    __slots__ = ("_context", "_watching")
 
     def __init__(self, pool: SlotPool | None, context: grpc.ServicerContext) -> None:
-        super().__init__(compute_hooks=pool)
-        self._pool = pool
+        # The run slots are lent the same way while it waits as while it computes.
+        super().__init__(hooks=pool, compute_hooks=pool)
         self._context = context
         self._watching = False
 
@@ -396,12 +396,7 @@ class _CallWaiter(Waiter):
         if not self._watching:
             self._watching = True
             self._context.add_callback(self._terminated)
-        if self._pool is not None:
-            self._pool.blocking()
-
-    def resumed(self) -> None:
-        if self._pool is not None:
-            self._pool.resumed()
+        super().blocking()
 
     def _terminated(self) -> None:
         """The call ended (answered, or the client went away); harmless once answered."""
