@@ -57,7 +57,11 @@ Outputs = dict[str, np.ndarray]
 # (~15 us a batch) 1,456-1,749/s never lending vs 1,271-1,473/s lending on every batch;
 # image_classifier (~15 ms a batch) forms batches of 7.7 when it lends, of 1.0 when it does not.
 LEND_WHEN_COMPUTE_OVER_S = 200e-6
-_COMPUTE_SMOOTHING = 0.2
+# The decision uses the shortest batch time of the last window: a run's wall time also holds the
+# wait to take the GIL back, often longer than a tiny model's run. With a moving average, such
+# waits made the tabular model lend now and then, and its calls spread over 4-5 threads instead
+# of one (benchmarks/README.md, 2026-12-04 evening).
+_COMPUTE_WINDOW = 16
 Answer = tuple[PendingRequest, Outputs | None, TensorgateError | None]
 
 
@@ -111,9 +115,12 @@ class Scheduler:
         self._flush_at: float | None = None
         self._flush_timer: TimerHandle | None = None
         self._arrivals = ArrivalModel()
-        # A moving average of the runtime's time per batch: whether a thread in the runtime
-        # should lend its run slot (see LEND_WHEN_COMPUTE_OVER_S). Starts long: lend at first.
+        # The shortest runtime time per batch in the last full window: whether a thread in the
+        # runtime should lend its run slot (see LEND_WHEN_COMPUTE_OVER_S). Starts long: lend at
+        # first.
         self._compute_s = 1.0
+        self._window_min_s = float("inf")
+        self._window_runs = 0
         self._arrivals_at_wait: int | None = None  # set while the oldest request waits for company
         self._slo = (
             LatencyController(
@@ -532,7 +539,7 @@ class Scheduler:
                 self._return_instance(lead)
                 inferred = clock.now()
                 infer_s = inferred - assembled
-                self._compute_s += _COMPUTE_SMOOTHING * (infer_s - self._compute_s)
+                self._time_run(infer_s)
                 results = self._split(outputs, batch, rows)
                 finished = clock.now()
                 split_s = finished - inferred
@@ -555,6 +562,15 @@ class Scheduler:
             for request, result in zip(batch, results, strict=True)
         ]
         self._finish_batch(lead, answers)
+
+    def _time_run(self, infer_s: float) -> None:
+        # Unlocked: two threads racing here can only lose one run's time from a window.
+        self._window_min_s = min(self._window_min_s, infer_s)
+        self._window_runs += 1
+        if self._window_runs >= _COMPUTE_WINDOW:
+            self._compute_s = self._window_min_s
+            self._window_min_s = float("inf")
+            self._window_runs = 0
 
     def _return_instance(self, lead: Lead) -> None:
         with self._lock:

@@ -473,6 +473,51 @@ def test_a_request_run_at_once_is_reported_like_any_batch() -> None:
     assert report.started_s == report.finished_s == h.clock.now()
 
 
+class CountingHooks:
+    def __init__(self) -> None:
+        self.lent = 0
+
+    def blocking(self) -> None:
+        self.lent += 1
+
+    def resumed(self) -> None:
+        pass
+
+
+def lends_per_run(run_seconds: list[float]) -> list[bool]:
+    """Run one request per entry, each run taking that long on the scheduler's clock; whether
+    the thread lent its run slot during each."""
+    h = Harness(batched(max_batch_size=8, delay_us=0))
+    durations = iter(run_seconds)
+
+    def timed(inputs, names):
+        h.clock.advance(next(durations))
+        return double_x(inputs, names)
+
+    h.runtime.compute = timed
+    lent = []
+    for _ in run_seconds:
+        hooks = CountingHooks()
+        request = h.submit(x(1))
+        (lead,) = h.formed()
+        lead.run(hooks)
+        assert y(request) == [2]
+        lent.append(hooks.lent == 1)
+    return lent
+
+
+def test_a_tiny_model_stops_lending_even_when_some_runs_wait_long_for_the_gil() -> None:
+    # A run's wall time includes taking the GIL back: one in the window is 5 ms long.
+    window = [10e-6] * 7 + [5e-3] + [10e-6] * 8
+    lent = lends_per_run(window * 2)
+    assert lent[:16] == [True] * 16  # no full window yet: lend
+    assert lent[16:] == [False] * 16
+
+
+def test_a_model_whose_every_run_is_long_keeps_lending() -> None:
+    assert lends_per_run([1e-3] * 40) == [True] * 40
+
+
 def test_stop_runs_what_is_queued_then_refuses_new_requests() -> None:
     h = Harness(batched(max_batch_size=8, delay_us=10_000_000))
     queued = [h.submit(x(1)), h.submit(x(2))]
