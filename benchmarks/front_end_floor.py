@@ -23,12 +23,18 @@ from server._proto import grpc_service_pb2 as pb
 from server.cli import main
 from server.grpc_api import servicer as servicer_module
 from server.grpc_api.servicer import InferenceServicer
+from server.models.registry import ModelRegistry
 
 
 def bare_model_infer(
     self: InferenceServicer, request: pb.ModelInferRequest, context: object
 ) -> pb.ModelInferResponse:
-    model = self._plane.registry.resolve(request.model_name, request.model_version)
+    return bare_handler(self._plane.registry, request)
+
+
+def bare_handler(registry: ModelRegistry, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    """What the bare handler does in place of the data plane (request_path.py times it too)."""
+    model = registry.resolve(request.model_name, request.model_version)
     feeds = {
         tensor.name: np.frombuffer(raw, datatypes.BY_NAME[tensor.datatype].numpy).reshape(
             tuple(tensor.shape)
