@@ -19,7 +19,6 @@ from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
 from runtimes import datatypes
 from runtimes.base import RuntimeMetadata, RuntimeSpec, TensorSpec
 from runtimes.errors import ModelLoadError
-from runtimes.onnx import OnnxRuntimeOptions
 from server._proto import model_config_pb2 as mc
 from server.observability.drift import DriftSettings
 
@@ -445,13 +444,6 @@ def _queue_policy(policy: mc.ModelQueuePolicy) -> QueuePolicy:
         default_timeout_us=policy.default_timeout_microseconds,
         allow_timeout_override=policy.allow_timeout_override,
         timeout_action=TimeoutAction[mc.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action)],
-    )
-
-
-def runtime_options_of(config: mc.ModelConfig) -> OnnxRuntimeOptions:
-    return OnnxRuntimeOptions(
-        intra_op_threads=_int_parameter(config, INTRA_OP_THREADS, 0),
-        inter_op_threads=_int_parameter(config, INTER_OP_THREADS, 0),
     )
 
 

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from batching.config import BatchingConfig, QueuePolicy, TimeoutAction
 from runtimes.base import RuntimeMetadata, TensorSpec
 from runtimes.errors import ModelLoadError, TensorgateError
-from runtimes.onnx import OnnxRuntimeOptions
+from runtimes.onnx import options_for
 from server._proto import model_config_pb2 as mc
 from server.models import config as model_config
 from server.settings import BUNDLED_MODELS
@@ -588,16 +588,17 @@ def test_non_integer_parameter_is_rejected(key: str) -> None:
         batching(param(key, "1.5"))
 
 
-def test_runtime_options_and_instance_count() -> None:
+def test_thread_counts_reach_the_runtime_and_instances_add_up() -> None:
     config = complete(
         param("intra_op_thread_count", "3")
         + param("inter_op_thread_count", "2")
         + "instance_group [ { count: 2 }, { count: 3 kind: KIND_CPU } ]"
     )
-    options = model_config.runtime_options_of(config)
-    assert options == OnnxRuntimeOptions(intra_op_threads=3, inter_op_threads=2)
+    (placement, *_) = model_config.placements_of(config)
+    spec = model_config.runtime_spec_of(config, "m", Path("/models/m/1"), placement)
+    options = options_for(spec)
+    assert (options.intra_op_threads, options.inter_op_threads) == (3, 2)
     assert model_config.instance_count_of(config) == 5
-    assert model_config.runtime_options_of(mc.ModelConfig()) == OnnxRuntimeOptions()
     assert model_config.instance_count_of(mc.ModelConfig()) == 1
 
 
