@@ -10,6 +10,9 @@ data from benchmarks/workloads.py) at concurrency 1, 8, 32 and 64 against
   benchmarks/bare_models.py for the others): no model, a fixed answer;
 - the same bare front end calling onnxruntime once per request and nothing else
   (`bare_models.py --with-model`): the floor of any server that runs the model per request;
+- tensorgate's own front end with that bare handler in place of its data plane
+  (benchmarks/front_end_floor.py, one and two run slots): what tensorgate would answer if its
+  data plane cost nothing;
 - the peers, each from its own virtual environment (benchmarks/peers/setup.sh installs them):
   Seldon MLServer (adaptive batching on and off, parallel_workers 0 and 1), the KServe Python
   server, NVIDIA PyTriton with Triton's dynamic batcher;
@@ -82,6 +85,10 @@ BARE = "bare grpc.aio"
 BARE_SYNC = "bare sync grpc, 2 threads"  # the fastest bare handler (benchmarks/transports.py)
 BARE_MODEL = "bare grpc.aio + onnxruntime"
 BARE_SYNC_MODEL = "bare sync grpc + onnxruntime, 2 threads"
+# tensorgate's own front end with the bare handler in place of the data plane
+# (benchmarks/front_end_floor.py): what tensorgate would answer if its data plane cost nothing.
+FRONT_END = "tensorgate front end + bare handler"
+FRONT_END_2 = "tensorgate front end + bare handler, 2 run slots"
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -163,6 +170,21 @@ SERVERS = (
             *("--transport", "sync", "--threads", "2"),
         ),
         protocols=("grpc",),
+    ),
+    *(
+        ServerSpec(
+            name,
+            "bare",
+            None,
+            (
+                *("-m", "benchmarks.front_end_floor", "serve", "--metrics-port", "0"),
+                *("--http-port", "-1", *extra),
+            ),
+            models=("tabular_classifier", "image_classifier"),  # no BYTES tensors
+            statistics=False,  # it keeps none
+            protocols=("grpc",),
+        )
+        for name, extra in ((FRONT_END, ()), (FRONT_END_2, ("--grpc-handler-threads", "2")))
     ),
     ServerSpec(
         "MLServer, adaptive batching, 0 workers",
@@ -698,12 +720,16 @@ def targets(points: list[Point], ceilings: dict[str, Ceiling], peers: list[str])
     )
     floor = _point(points, BARE_MODEL, tab, c32)
     workers = _point(points, TENSORGATE_WORKERS, tab, c32)
+    front_ends = [p for name in (FRONT_END, FRONT_END_2) if (p := _point(points, name, tab, c32))]
+    front_end = max(front_ends, key=lambda p: p.throughput or 0, default=None)
     two = "tensorgate --workers 2 (two processes; the bare server is one)"
     for server, label, other, note in (
         (tg, "best peer", best, "target >= 1.5"),
         (tg, BARE, bare, "target >= 1.3"),
         (tg, "the fastest bare handler", fastest_bare, "target >= 0.85"),
         (tg, BARE_MODEL, floor, "what the model call leaves of the bare ceiling"),
+        (tg, "its own front end with the bare handler", front_end, "what the data plane leaves"),
+        (front_end, "best peer", best, "the front end's ceiling: a data plane costing nothing"),
         (workers, TENSORGATE, tg, "target >= 1.0 on 2 cores: " + two),
         (workers, "best peer", best, two),
     ):
