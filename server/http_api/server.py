@@ -52,6 +52,11 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 JOIN_BELOW_BYTES = 64 << 10  # an answer smaller than this goes out as one body message
+# A bigger answer goes out in views of at most this many bytes, each written once the socket has
+# taken the one before: handed whole, the bytes the socket cannot take at once are copied into
+# asyncio's write buffer (Python 3.11), a second copy of a big tensor that also leaves pages in
+# the event loop thread's malloc arena (benchmarks/README.md, 2026-12-04).
+WRITE_PIECE_BYTES = 1 << 20
 START_TIMEOUT_S = 30.0
 
 
@@ -234,9 +239,10 @@ class RestApp:
         if method == "HEAD" or not chunks:
             await send({"type": "http.response.body", "body": b""})
         else:
-            for index, chunk in enumerate(chunks):
-                more = index < len(chunks) - 1
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            pieces = [piece for chunk in chunks for piece in _pieces(chunk)]
+            for index, piece in enumerate(pieces):
+                more = index < len(pieces) - 1
+                await send({"type": "http.response.body", "body": piece, "more_body": more})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -247,6 +253,15 @@ class RestApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _pieces(chunk: bytes | memoryview) -> list[bytes | memoryview]:
+    if len(chunk) <= WRITE_PIECE_BYTES:
+        return [chunk]
+    view = memoryview(chunk)
+    return [
+        view[start : start + WRITE_PIECE_BYTES] for start in range(0, len(view), WRITE_PIECE_BYTES)
+    ]
 
 
 def _preferred_encoding(accepted: str) -> str | None:
