@@ -239,7 +239,11 @@ class RestApp:
         if method == "HEAD" or not chunks:
             await send({"type": "http.response.body", "body": b""})
         else:
-            pieces = [piece for chunk in chunks for piece in _pieces(chunk)]
+            pieces = (
+                chunks
+                if length <= WRITE_PIECE_BYTES
+                else [piece for chunk in chunks for piece in _pieces(chunk)]
+            )
             for index, piece in enumerate(pieces):
                 more = index < len(pieces) - 1
                 await send({"type": "http.response.body", "body": piece, "more_body": more})
